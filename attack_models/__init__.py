@@ -1,0 +1,5 @@
+"""Attack architectures: binary membership classifiers on a victim's posteriors."""
+
+from attack_models.fcnet import ATTACK_MODELS, FCNet, build_attack_model
+
+__all__ = ["ATTACK_MODELS", "FCNet", "build_attack_model"]

@@ -1,0 +1,265 @@
+"""Build a run's config: merge a YAML preset and KEY VALUE pairs, check, derive.
+
+Every error is a UsageError whose one line names the key, the bad value and what is
+allowed.
+"""
+
+import difflib
+import os
+import re
+import time
+from ast import literal_eval
+
+import yaml
+
+from attack_models import ATTACK_MODELS
+from configs.defaults import get_cfg
+from datasets import DATASETS, get_dataset_info
+from engine.optim import CRITERIA, OPTIMIZERS
+from utils.errors import UsageError
+from victims import MODELS
+
+# Shadow keys that default to the victim's value: shadow key -> (victim key, "as victim" value).
+_FOLLOW_VICTIM = {
+    "SHADOW.MODEL.ARCH": ("VICTIM.MODEL.ARCH", ""),
+    "SHADOW.OPTIMIZER.NAME": ("VICTIM.OPTIMIZER.NAME", ""),
+    "SHADOW.OPTIMIZER.ALPHA": ("VICTIM.OPTIMIZER.ALPHA", -1.0),
+    "SHADOW.OPTIMIZER.GAMMA": ("VICTIM.OPTIMIZER.GAMMA", -1.0),
+    "SHADOW.OPTIMIZER.BETAS": ("VICTIM.OPTIMIZER.BETAS", []),
+    "SHADOW.OPTIMIZER.MOMENTUM": ("VICTIM.OPTIMIZER.MOMENTUM", -1.0),
+    "SHADOW.CRITERION": ("VICTIM.CRITERION", ""),
+    "SHADOW.TRAIN.NUM_EPOCHS": ("VICTIM.TRAIN.NUM_EPOCHS", -1),
+    "SHADOW.TRAIN.BATCH_SIZE": ("VICTIM.TRAIN.BATCH_SIZE", -1),
+    "SHADOW.TRAIN.SET_SIZE": ("VICTIM.TRAIN.SET_SIZE", -1),
+}
+_ROUTINGS = ("label", "argmax")
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def _flatten(tree, prefix=""):
+    """Nested dict -> {"A.B.C": value}."""
+    out = {}
+    for key, value in tree.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, full + "."))
+        else:
+            out[full] = value
+    return out
+
+
+def _get(cfg, key):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _set(cfg, key, value):
+    *path, last = key.split(".")
+    node = cfg
+    for part in path:
+        node = node[part]
+    node[last] = value
+
+
+def _parse(text):
+    """A command-line value as a Python literal when it is one, else the string."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return literal_eval(text)
+    except (ValueError, SyntaxError):
+        return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _coerce(key, value, default):
+    """`value` in the type of `default`; ints become floats on purpose."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    elif isinstance(default, (list, tuple)):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    raise UsageError(f"{key}: expected {type(default).__name__} (e.g. {default!r}), "
+                     f"got {value!r} ({type(value).__name__})")
+
+
+def merge_pairs(cfg, pairs, source):
+    """Set each (key, value) in cfg, checking the key exists and the type fits."""
+    valid = list(_flatten(cfg))
+    for key, value in pairs:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise UsageError(f"unknown config key '{key}' ({source}){hint}")
+        _set(cfg, key, _coerce(key, _parse(value), _get(cfg, key)))
+
+
+def load_yaml(path):
+    try:
+        with open(path) as f:
+            tree = yaml.safe_load(f) or {}
+    except OSError as e:
+        raise UsageError(f"--cfg: cannot read {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where else ""
+        raise UsageError(f"--cfg: {path} is not valid YAML{at}") from None
+    if not isinstance(tree, dict):
+        raise UsageError(f"--cfg: {path} must hold a mapping of config keys")
+    return _flatten(tree)
+
+
+def build_cfg(cfg_file="", opts=()):
+    """Defaults, then the YAML file, then KEY VALUE pairs; checked and derived, unfrozen.
+    Returns (cfg, derived) where derived lists (key, value) set by infer_cfg."""
+    if len(opts) % 2:
+        raise UsageError(f"overrides come in KEY VALUE pairs; '{opts[-1]}' has no value")
+    cfg = get_cfg()
+    if cfg_file:
+        merge_pairs(cfg, load_yaml(cfg_file).items(), cfg_file)
+    merge_pairs(cfg, zip(opts[0::2], opts[1::2]), "command line")
+    assert_cfg(cfg)
+    derived = infer_cfg(cfg)
+    return cfg, derived
+
+
+def _check(ok, key, value, allowed):
+    if not ok:
+        raise UsageError(f"{key}: bad value {value!r}; allowed: {allowed}")
+
+
+def _check_name(key, value, registry, follow=False):
+    names = sorted(registry)
+    _check(value in registry or (follow and value == ""), key, value,
+           ", ".join(names) + (" (or empty: as VICTIM)" if follow else ""))
+
+
+def _check_positive(cfg, keys, follow_ok=False, integer=True, strict=True):
+    for key in keys:
+        v = _get(cfg, key)
+        sentinel = follow_ok and key in _FOLLOW_VICTIM and v == _FOLLOW_VICTIM[key][1]
+        good = v > 0 if strict else v >= 0
+        kind = "an integer" if integer else "a number"
+        _check(sentinel or good, key, v,
+               f"{kind} {'>' if strict else '>='} 0" + (" (or -1: as VICTIM)" if follow_ok else ""))
+
+
+def _check_optimizer(cfg, prefix, follow):
+    _check_name(f"{prefix}.NAME", _get(cfg, f"{prefix}.NAME"), OPTIMIZERS, follow)
+    _check_positive(cfg, [f"{prefix}.ALPHA"], follow, integer=False)
+    _check_positive(cfg, [f"{prefix}.GAMMA", f"{prefix}.MOMENTUM"], follow, integer=False,
+                    strict=False)
+    betas = _get(cfg, f"{prefix}.BETAS")
+    ok = (follow and betas == []) or (
+        len(betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas))
+    _check(ok, f"{prefix}.BETAS", betas, "two numbers in [0, 1)")
+
+
+def assert_cfg(cfg):
+    """Check every key; raise UsageError on the first bad one. Changes nothing."""
+    info = get_dataset_info(cfg.DATASET.NAME)
+    for key in ("SHADOW.TRAIN.DATASET", "ATTACKER.TRAIN.DATASET", "ATTACKER.TEST.DATASET"):
+        _check(_get(cfg, key) == cfg.DATASET.NAME, key, _get(cfg, key),
+               f"the run's dataset DATASET.NAME={cfg.DATASET.NAME!r} (registered: "
+               f"{', '.join(DATASETS)})")
+    _check(cfg.VICTIM.NUM_CLASSES == info.num_classes, "VICTIM.NUM_CLASSES",
+           cfg.VICTIM.NUM_CLASSES, f"{info.num_classes} for {cfg.DATASET.NAME}")
+    _check(cfg.VICTIM.IN_FEATURES == info.in_channels, "VICTIM.IN_FEATURES",
+           cfg.VICTIM.IN_FEATURES, f"{info.in_channels} for {cfg.DATASET.NAME}")
+    _check(len(cfg.DATASET.MEAN) == info.in_channels, "DATASET.MEAN", cfg.DATASET.MEAN,
+           f"{info.in_channels} numbers")
+    _check(len(cfg.DATASET.STD) == info.in_channels and all(s > 0 for s in cfg.DATASET.STD),
+           "DATASET.STD", cfg.DATASET.STD, f"{info.in_channels} numbers > 0")
+
+    _check_name("VICTIM.MODEL.ARCH", cfg.VICTIM.MODEL.ARCH, MODELS)
+    _check_name("SHADOW.MODEL.ARCH", cfg.SHADOW.MODEL.ARCH, MODELS, follow=True)
+    _check_name("ATTACKER.MODEL.ARCH", cfg.ATTACKER.MODEL.ARCH, ATTACK_MODELS)
+    _check_optimizer(cfg, "VICTIM.OPTIMIZER", follow=False)
+    _check_optimizer(cfg, "SHADOW.OPTIMIZER", follow=True)
+    _check_optimizer(cfg, "ATTACKER.OPTIMIZER", follow=False)
+    _check_name("VICTIM.CRITERION", cfg.VICTIM.CRITERION, CRITERIA["classifier"])
+    _check_name("SHADOW.CRITERION", cfg.SHADOW.CRITERION, CRITERIA["classifier"], follow=True)
+    _check_name("ATTACKER.CRITERION", cfg.ATTACKER.CRITERION, CRITERIA["attack"])
+
+    _check_positive(cfg, ["VICTIM.TRAIN.NUM_EPOCHS", "VICTIM.TRAIN.BATCH_SIZE",
+                          "VICTIM.TRAIN.SET_SIZE", "DATASET.VICTIM_POOL_SIZE",
+                          "SHADOW.NUM_MODELS", "ATTACKER.TRAIN.NUM_EPOCHS",
+                          "ATTACKER.TRAIN.BATCH_SIZE", "ATTACKER.TEST.BATCH_SIZE"])
+    _check_positive(cfg, ["SHADOW.TRAIN.NUM_EPOCHS", "SHADOW.TRAIN.BATCH_SIZE",
+                          "SHADOW.TRAIN.SET_SIZE"], follow_ok=True)
+    _check_positive(cfg, ["SHADOW.TRAIN.MODELS_PER_PACK", "NUM_THREADS", "RNG_SEED",
+                          "USE_GPU", "NUM_WORKERS"], strict=False)
+
+    pool, train = cfg.DATASET.VICTIM_POOL_SIZE, info.num_train
+    _check(pool < train - 1, "DATASET.VICTIM_POOL_SIZE", pool,
+           f"1 .. {train - 2} (the rest of the {train} train records is the shadow pool)")
+    _check(cfg.VICTIM.TRAIN.SET_SIZE <= pool, "VICTIM.TRAIN.SET_SIZE", cfg.VICTIM.TRAIN.SET_SIZE,
+           f"1 .. DATASET.VICTIM_POOL_SIZE={pool}")
+    half = (train - pool) // 2
+    shadow_size = cfg.SHADOW.TRAIN.SET_SIZE
+    if shadow_size == -1:
+        shadow_size = cfg.VICTIM.TRAIN.SET_SIZE
+    _check(shadow_size <= half, "SHADOW.TRAIN.SET_SIZE", cfg.SHADOW.TRAIN.SET_SIZE,
+           f"1 .. {half} (half of the {train - pool}-record shadow pool)")
+
+    classes = cfg.ATTACKER.VICTIM_CLASSES
+    valid = f"a non-empty list of distinct class ids in 0 .. {cfg.VICTIM.NUM_CLASSES - 1}"
+    for key, value in (("ATTACKER.VICTIM_CLASSES", classes),
+                       ("ATTACKER.TEST.LABELS", cfg.ATTACKER.TEST.LABELS)):
+        _check(len(value) > 0 and len(set(value)) == len(value) and all(
+            isinstance(c, int) and 0 <= c < cfg.VICTIM.NUM_CLASSES for c in value),
+            key, value, valid)
+    _check(set(cfg.ATTACKER.TEST.LABELS) <= set(classes), "ATTACKER.TEST.LABELS",
+           cfg.ATTACKER.TEST.LABELS, f"a subset of ATTACKER.VICTIM_CLASSES={classes}")
+    dims = cfg.ATTACKER.MODEL.LAYER_DIMS
+    _check(all(isinstance(d, int) and d > 0 for d in dims), "ATTACKER.MODEL.LAYER_DIMS", dims,
+           "a list of positive integers (hidden layer widths)")
+    _check(0.0 <= cfg.ATTACKER.PRED_THRESHOLD <= 1.0, "ATTACKER.PRED_THRESHOLD",
+           cfg.ATTACKER.PRED_THRESHOLD, "a number in [0, 1]")
+    _check(cfg.ATTACKER.TEST.ROUTING in _ROUTINGS, "ATTACKER.TEST.ROUTING",
+           cfg.ATTACKER.TEST.ROUTING, ", ".join(_ROUTINGS))
+    _check(bool(_DEVICE_RE.match(cfg.DEVICE)), "DEVICE", cfg.DEVICE, "auto, cpu, cuda, cuda:N")
+    _check(not (cfg.USE_GPU == 0 and cfg.DEVICE.startswith("cuda")), "DEVICE", cfg.DEVICE,
+           "cpu or auto while USE_GPU is 0")
+
+    for key in ("VICTIM.CHECKPOINT", "SHADOW.TRAIN.DATA_PATH", "ATTACKER.TEST.DATA_PATH"):
+        path = _get(cfg, key)
+        _check(not path or os.path.isfile(path), key, path, "an existing file, or empty")
+    test_dir = cfg.ATTACKER.TEST.CHECKPOINT_DIR
+    _check(not test_dir or os.path.isdir(test_dir), "ATTACKER.TEST.CHECKPOINT_DIR", test_dir,
+           "an existing folder of attack_model_<k>/checkpoint.pth, or empty")
+
+
+def infer_cfg(cfg):
+    """Fill the values left to be derived; return [(key, value)] of what was set."""
+    derived = []
+
+    def put(key, value):
+        _set(cfg, key, value)
+        derived.append((key, value))
+
+    for key, (victim_key, follow) in _FOLLOW_VICTIM.items():
+        if _get(cfg, key) == follow:
+            put(key, _get(cfg, victim_key))
+    if not cfg.OUTPUT_DIR:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        name = f"{stamp}_{cfg.SHADOW.MODEL.ARCH}_{cfg.ATTACKER.MODEL.ARCH}"
+        put("OUTPUT_DIR", os.path.join(cfg.LOG_DIR, cfg.DATASET.NAME, name))
+    if not cfg.SHADOW.TRAIN.CHECKPOINT_DIR:
+        put("SHADOW.TRAIN.CHECKPOINT_DIR", os.path.join(cfg.OUTPUT_DIR, "shadow_files"))
+    if not cfg.ATTACKER.TRAIN.CHECKPOINT_DIR:
+        put("ATTACKER.TRAIN.CHECKPOINT_DIR", os.path.join(cfg.OUTPUT_DIR, "attacker_files"))
+    if not cfg.ATTACKER.TEST.CHECKPOINT_DIR:
+        put("ATTACKER.TEST.CHECKPOINT_DIR", cfg.ATTACKER.TRAIN.CHECKPOINT_DIR)
+    return derived

@@ -1,0 +1,185 @@
+"""Every option of the toolkit, with its default and meaning.
+
+Use `get_cfg()` for a fresh copy, merge a preset and `KEY VALUE` pairs, call
+`assert_cfg()` (checks only), `infer_cfg()` (fills derived values, returns what it set),
+then `cfg.freeze()`. Keys that say "-1 or empty: as VICTIM" follow the victim's recipe,
+so by default each shadow is trained exactly like the victim (Shokri et al. 2017, Sec. IV).
+"""
+
+from yacs.config import CfgNode as CN
+
+_C = CN()
+
+# ------------------------------------------------------------------------------------ #
+# DATASET: datasets/ (the data the victim and shadows are drawn from)
+# ------------------------------------------------------------------------------------ #
+_C.DATASET = CN()
+# Dataset registry key; allowed: cifar10.
+_C.DATASET.NAME = "cifar10"
+# Folder holding `cifar-10-batches-py` (the CIFAR-10 python batches).
+_C.DATASET.ROOT = "./data"
+# Download the dataset with torchvision into DATASET.ROOT when it is missing.
+_C.DATASET.DOWNLOAD = True
+# Per-channel normalisation of pixels scaled to [0, 1] (original toolkit's values).
+_C.DATASET.MEAN = [0.4914, 0.4822, 0.4465]
+_C.DATASET.STD = [0.2023, 0.1994, 0.2010]
+# Records of the train split given to the victim (class-balanced); the rest is the
+# shadow pool, split into two equal halves (shadow "in" pool and shadow "out" pool).
+_C.DATASET.VICTIM_POOL_SIZE = 15000
+
+# ------------------------------------------------------------------------------------ #
+# VICTIM: victims/ (the model under attack)
+# ------------------------------------------------------------------------------------ #
+_C.VICTIM = CN()
+# Number of classes of the victim's task (= posterior width fed to the attack).
+_C.VICTIM.NUM_CLASSES = 10
+# Input channels of the victim's images: 3 for RGB, 1 for greyscale.
+_C.VICTIM.IN_FEATURES = 3
+# Path of a victim checkpoint (.pth written by this toolkit) to load instead of
+# training one; empty: train the victim.
+_C.VICTIM.CHECKPOINT = ""
+_C.VICTIM.MODEL = CN()
+# Architecture registry key; allowed: simplecnn, pytorchcnn, simplemlp.
+_C.VICTIM.MODEL.ARCH = "simplecnn"
+_C.VICTIM.OPTIMIZER = CN()
+# Optimizer registry key; allowed: adam, adamw, sgd.
+_C.VICTIM.OPTIMIZER.NAME = "adam"
+# Learning rate.
+_C.VICTIM.OPTIMIZER.ALPHA = 1e-3
+# Weight decay (L2); 0.0 lets the victim overfit like the paper's target.
+_C.VICTIM.OPTIMIZER.GAMMA = 0.0
+# Adam/AdamW betas; ignored by sgd.
+_C.VICTIM.OPTIMIZER.BETAS = [0.9, 0.999]
+# SGD momentum; ignored by adam and adamw.
+_C.VICTIM.OPTIMIZER.MOMENTUM = 0.0
+# Loss registry key; allowed: ce (cross-entropy on logits).
+_C.VICTIM.CRITERION = "ce"
+_C.VICTIM.TRAIN = CN()
+# Training epochs, records per mini-batch.
+_C.VICTIM.TRAIN.NUM_EPOCHS = 20
+_C.VICTIM.TRAIN.BATCH_SIZE = 64
+# Records the victim trains on, drawn class-balanced from the victim pool
+# (at most DATASET.VICTIM_POOL_SIZE); the paper's CIFAR-10 sizes: 2500 ... 15000.
+_C.VICTIM.TRAIN.SET_SIZE = 15000
+
+# ------------------------------------------------------------------------------------ #
+# SHADOW: shadow_models/ (models that imitate the victim on data of known membership)
+# ------------------------------------------------------------------------------------ #
+_C.SHADOW = CN()
+# Number of shadow models (the paper's code default: 10; the paper used up to 100).
+_C.SHADOW.NUM_MODELS = 10
+_C.SHADOW.MODEL = CN()
+# Architecture registry key (as VICTIM.MODEL.ARCH); empty: as VICTIM.
+_C.SHADOW.MODEL.ARCH = ""
+_C.SHADOW.OPTIMIZER = CN()
+# Optimizer name, learning rate (ALPHA), weight decay (GAMMA), Adam betas, SGD
+# momentum, each as VICTIM.OPTIMIZER.*; empty, -1 or []: as VICTIM.
+_C.SHADOW.OPTIMIZER.NAME = ""
+_C.SHADOW.OPTIMIZER.ALPHA = -1.0
+_C.SHADOW.OPTIMIZER.GAMMA = -1.0
+_C.SHADOW.OPTIMIZER.BETAS = []
+_C.SHADOW.OPTIMIZER.MOMENTUM = -1.0
+# Loss registry key (as VICTIM.CRITERION); empty: as VICTIM.
+_C.SHADOW.CRITERION = ""
+_C.SHADOW.TRAIN = CN()
+# True: train shadows; False: reuse the attack data already in the run folder.
+_C.SHADOW.TRAIN.ENABLE = True
+# Dataset the shadows are drawn from; must equal DATASET.NAME.
+_C.SHADOW.TRAIN.DATASET = "cifar10"
+# A splits .npz (data_prep_examples/split_victim_shadow.py) holding victim_pool,
+# shadow_in_pool and shadow_out_pool indices; empty: split in the run from RNG_SEED.
+_C.SHADOW.TRAIN.DATA_PATH = ""
+# Epochs, mini-batch size; -1: as VICTIM.TRAIN.
+_C.SHADOW.TRAIN.NUM_EPOCHS = -1
+_C.SHADOW.TRAIN.BATCH_SIZE = -1
+# Folder for per-shadow metrics (and checkpoints); empty: OUTPUT_DIR/shadow_files.
+_C.SHADOW.TRAIN.CHECKPOINT_DIR = ""
+# Records each shadow draws from each pool half (train "in" and test "out");
+# -1: as VICTIM.TRAIN.SET_SIZE. At most half the shadow pool.
+_C.SHADOW.TRAIN.SET_SIZE = -1
+# Also save every shadow's weights (one .pth each) in CHECKPOINT_DIR.
+_C.SHADOW.TRAIN.SAVE_CHECKPOINTS = False
+# Shadows trained at once as one batched model (torch.func.vmap); results equal
+# one-by-one training up to float rounding. 0: automatic (all on CUDA, 8 on CPU).
+_C.SHADOW.TRAIN.MODELS_PER_PACK = 0
+
+# ------------------------------------------------------------------------------------ #
+# ATTACKER: attack_models/ (one membership classifier per victim class)
+# ------------------------------------------------------------------------------------ #
+_C.ATTACKER = CN()
+# Classes that get an attack model; records of other classes are left out.
+_C.ATTACKER.VICTIM_CLASSES = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+_C.ATTACKER.MODEL = CN()
+# Attack architecture registry key; allowed: fcnet.
+_C.ATTACKER.MODEL.ARCH = "fcnet"
+# Hidden layer widths of fcnet (Linear, BatchNorm1d, ReLU each), then Linear to 1.
+_C.ATTACKER.MODEL.LAYER_DIMS = [64, 32, 16, 8]
+_C.ATTACKER.OPTIMIZER = CN()
+# Optimizer name, learning rate, weight decay, Adam betas, SGD momentum.
+_C.ATTACKER.OPTIMIZER.NAME = "adam"
+_C.ATTACKER.OPTIMIZER.ALPHA = 1e-4
+_C.ATTACKER.OPTIMIZER.GAMMA = 5e-4
+_C.ATTACKER.OPTIMIZER.BETAS = [0.9, 0.999]
+_C.ATTACKER.OPTIMIZER.MOMENTUM = 0.0
+# Loss registry key; allowed: bce (binary cross-entropy on the attack's logit).
+_C.ATTACKER.CRITERION = "bce"
+# Membership score (sigmoid of the attack's logit, higher = member) at or above
+# which a record is called a member; in [0, 1].
+_C.ATTACKER.PRED_THRESHOLD = 0.5
+_C.ATTACKER.TRAIN = CN()
+# True: train attack models; False: load them from ATTACKER.TEST.CHECKPOINT_DIR.
+_C.ATTACKER.TRAIN.ENABLE = True
+# Dataset of the attack training records; must equal DATASET.NAME.
+_C.ATTACKER.TRAIN.DATASET = "cifar10"
+# Epochs and mini-batch size of each attack model.
+_C.ATTACKER.TRAIN.NUM_EPOCHS = 20
+_C.ATTACKER.TRAIN.BATCH_SIZE = 64
+# Folder for the attack data and attack models; empty: OUTPUT_DIR/attacker_files.
+_C.ATTACKER.TRAIN.CHECKPOINT_DIR = ""
+_C.ATTACKER.TEST = CN()
+# True: evaluate the attack on the victim after training.
+_C.ATTACKER.TEST.ENABLE = True
+# Dataset of the evaluation records; must equal DATASET.NAME.
+_C.ATTACKER.TEST.DATASET = "cifar10"
+# An attack test set .npz (data_prep_examples/make_attack_test_set.py) holding
+# eval_in (victim-train indices) and eval_out (test-split indices); empty: built in
+# the run from the victim's train set and the test split.
+_C.ATTACKER.TEST.DATA_PATH = ""
+# Classes evaluated; must be a subset of ATTACKER.VICTIM_CLASSES.
+_C.ATTACKER.TEST.LABELS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+# Records per mini-batch at evaluation (inference only: larger is faster).
+_C.ATTACKER.TEST.BATCH_SIZE = 1024
+# Folder holding attack_model_<k>/checkpoint.pth to evaluate; empty: this run's
+# ATTACKER.TRAIN.CHECKPOINT_DIR (set it to test another run's attack models).
+_C.ATTACKER.TEST.CHECKPOINT_DIR = ""
+# Which attack model scores a record: label (its true class, as the paper) or
+# argmax (the victim's top class, as the original README describes).
+_C.ATTACKER.TEST.ROUTING = "label"
+# True: as many "in" as "out" records, class-balanced (10000 vs 10000 for a 15000
+# victim, as the original); False: every victim-train and every test record.
+_C.ATTACKER.TEST.BALANCED = True
+
+# ------------------------------------------------------------------------------------ #
+# Run-wide options
+# ------------------------------------------------------------------------------------ #
+# Seed of every random choice (splits, initialisations, shuffles).
+_C.RNG_SEED = 0
+# Device: auto (CUDA when present and USE_GPU > 0, else CPU), cpu, cuda, cuda:N.
+_C.DEVICE = "auto"
+# Original toolkit's switch: 0 forces the CPU, > 0 allows a GPU.
+_C.USE_GPU = 1
+# Original toolkit's DataLoader workers. Data is tensor-resident here, so there are
+# no loader workers; kept so the original's commands run. Unused.
+_C.NUM_WORKERS = 2
+# CPU threads for torch; 0: torch's default (one per core).
+_C.NUM_THREADS = 0
+# Parent folder of run folders, used when OUTPUT_DIR is empty.
+_C.LOG_DIR = "./log/"
+# The run folder; empty: LOG_DIR/<dataset>/<time>_<shadow arch>_<attack arch>.
+# Rerunning with the same OUTPUT_DIR reuses what was already done.
+_C.OUTPUT_DIR = ""
+
+
+def get_cfg():
+    """A fresh copy of the default config (never the module-level tree)."""
+    return _C.clone()

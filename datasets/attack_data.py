@@ -1,0 +1,60 @@
+"""The per-class attack training data, grown shadow by shadow.
+
+On disk (a plain pickle, loadable without this toolkit):
+`{class: {"data": float32 (n, num_classes) posteriors, "labels": int64 (n,) 1=in 0=out,
+"shadow": int64 (n,) id of the shadow that produced the row}}`.
+"""
+
+import numpy as np
+
+from utils.io import load_pickle, save_pickle
+
+
+class AttackData:
+    """Per-class posteriors with membership labels, keyed by class id (int)."""
+
+    def __init__(self, classes, num_features):
+        self.num_features = num_features
+        self.store = {int(c): {"data": np.zeros((0, num_features), np.float32),
+                               "labels": np.zeros(0, np.int64),
+                               "shadow": np.zeros(0, np.int64)} for c in classes}
+
+    def add(self, shadow_id, posteriors, classes, membership):
+        """Append one shadow's records: (n, C) float posteriors, (n,) true classes and
+        (n,) 1/0 membership; records of classes without an entry are dropped."""
+        posteriors = np.asarray(posteriors, np.float32)
+        classes, membership = np.asarray(classes), np.asarray(membership, np.int64)
+        for c, entry in self.store.items():
+            keep = classes == c
+            entry["data"] = np.concatenate([entry["data"], posteriors[keep]])
+            entry["labels"] = np.concatenate([entry["labels"], membership[keep]])
+            entry["shadow"] = np.concatenate(
+                [entry["shadow"], np.full(int(keep.sum()), shadow_id, np.int64)])
+
+    def shadow_ids(self):
+        """Sorted ids of the shadows whose records are held."""
+        ids = [e["shadow"] for e in self.store.values()]
+        return sorted(set(np.concatenate(ids).tolist())) if ids else []
+
+    def keep_shadows(self, ids):
+        """Drop every record not made by a shadow in `ids`."""
+        ids = np.asarray(sorted(ids), np.int64)
+        for entry in self.store.values():
+            keep = np.isin(entry["shadow"], ids)
+            for key in entry:
+                entry[key] = entry[key][keep]
+
+    def save(self, path):
+        save_pickle(path, self.store)
+
+    @classmethod
+    def load(cls, path):
+        store = load_pickle(path)
+        first = next(iter(store.values()))
+        obj = cls(store.keys(), first["data"].shape[1])
+        for c, entry in store.items():
+            obj.store[int(c)] = {"data": np.asarray(entry["data"], np.float32),
+                                 "labels": np.asarray(entry["labels"], np.int64),
+                                 "shadow": np.asarray(entry.get("shadow", np.zeros(
+                                     len(entry["labels"]), np.int64)), np.int64)}
+        return obj

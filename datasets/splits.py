@@ -1,0 +1,57 @@
+"""Seeded, class-balanced, disjoint index splits (all indices are into the train split
+unless named eval_out, which indexes the test split)."""
+
+import numpy as np
+
+
+def stratified_sample(indices, labels, size, rng):
+    """`size` of `indices` drawn without replacement, spread over classes as evenly as the
+    classes allow (remainders to the classes with most records left); sorted int64."""
+    indices = np.asarray(indices, dtype=np.int64)
+    classes = labels[indices]
+    by_class = [indices[classes == c] for c in np.unique(classes)]
+    if size > len(indices):
+        raise ValueError(f"cannot draw {size} records from {len(indices)}")
+    quota = np.zeros(len(by_class), dtype=np.int64)
+    left = size
+    while left:  # water-filling: equal shares, capped by what each class holds
+        room = np.array([len(b) for b in by_class]) - quota
+        open_ = np.nonzero(room > 0)[0]
+        share = max(left // len(open_), 1)
+        for c in open_[np.argsort(-room[open_], kind="stable")]:
+            take = min(share, room[c], left)
+            quota[c] += take
+            left -= take
+            if not left:
+                break
+    picked = [rng.choice(b, q, replace=False) for b, q in zip(by_class, quota) if q]
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
+
+
+def split_victim_shadow(labels, victim_pool_size, seed):
+    """dict(victim_pool, shadow_in_pool, shadow_out_pool): disjoint, class-balanced,
+    together the whole train split; the shadow pool is halved class by class."""
+    rng = np.random.default_rng([seed, 0])
+    everything = np.arange(len(labels))
+    victim_pool = stratified_sample(everything, labels, victim_pool_size, rng)
+    shadow_pool = np.setdiff1d(everything, victim_pool)
+    shadow_in = stratified_sample(shadow_pool, labels, len(shadow_pool) // 2, rng)
+    shadow_out = np.setdiff1d(shadow_pool, shadow_in)
+    return {"victim_pool": victim_pool, "shadow_in_pool": shadow_in, "shadow_out_pool": shadow_out}
+
+
+def sample_victim_train(victim_pool, labels, size, seed):
+    """The victim's training records: `size` of the victim pool, class-balanced."""
+    return stratified_sample(victim_pool, labels, size, np.random.default_rng([seed, 1]))
+
+
+def build_eval_set(victim_train, train_labels, test_labels, balanced, seed):
+    """dict(eval_in, eval_out): victim-train ("in", train-split indices) and test-split
+    ("out") records; balanced takes min(n_in, n_out) of each, class-balanced."""
+    eval_in, eval_out = np.asarray(victim_train), np.arange(len(test_labels))
+    if balanced:
+        rng = np.random.default_rng([seed, 2])
+        n = min(len(eval_in), len(eval_out))
+        eval_in = stratified_sample(eval_in, train_labels, n, rng)
+        eval_out = stratified_sample(eval_out, test_labels, n, rng)
+    return {"eval_in": eval_in, "eval_out": eval_out}

@@ -1,0 +1,112 @@
+"""Attack stage: one attack model per class in ATTACKER.VICTIM_CLASSES, trained on that
+class's shadow records (BCE, in=1 / out=0); classes with equal record counts train
+together as one pack."""
+
+import os
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from attack_models import build_attack_model
+from engine.optim import build_optimizer, get_criterion
+from engine.pack import ModelPack
+from engine.trainer import fit, seeded_models
+from utils.errors import RunError, UsageError
+from utils.fingerprint import fingerprint
+from utils.io import load_checkpoint, save_checkpoint
+from utils.runtime import ROLE_ATTACK, derive_seed
+
+# Config keys that change what an attack model is (with the shadow keys behind its data).
+ATTACK_KEYS = ("ATTACKER.MODEL", "ATTACKER.OPTIMIZER", "ATTACKER.CRITERION",
+               "ATTACKER.TRAIN.NUM_EPOCHS", "ATTACKER.TRAIN.BATCH_SIZE", "ATTACKER.VICTIM_CLASSES",
+               "SHADOW", "DATASET", "RNG_SEED")
+_ATTACK_EXCLUDE = ("SHADOW.TRAIN.ENABLE", "SHADOW.TRAIN.CHECKPOINT_DIR",
+                   "SHADOW.TRAIN.SAVE_CHECKPOINTS", "SHADOW.TRAIN.MODELS_PER_PACK")
+
+
+def attack_model_path(folder, k):
+    return os.path.join(folder, f"attack_model_{k}", "checkpoint.pth")
+
+
+def _build(cfg):
+    return build_attack_model(cfg.ATTACKER.MODEL.ARCH, cfg.VICTIM.NUM_CLASSES,
+                              cfg.ATTACKER.MODEL.LAYER_DIMS)
+
+
+def load_attack_models(cfg, folder, fp=None):
+    """{class: FCNet in eval mode} from folder/attack_model_<k>/checkpoint.pth; None if any
+    is missing or (when fp is given) was made by other settings."""
+    models = {}
+    for k in cfg.ATTACKER.VICTIM_CLASSES:
+        path = attack_model_path(folder, k)
+        if not os.path.exists(path):
+            return None
+        ckpt = load_checkpoint(path)
+        if fp is not None and ckpt.get("fingerprint") != fp:
+            return None
+        model = _build(cfg)
+        try:
+            model.load_state_dict(ckpt["state_dict"])
+        except (RuntimeError, KeyError) as e:
+            raise UsageError(f"ATTACKER.TEST.CHECKPOINT_DIR: {path} does not fit "
+                             f"{cfg.ATTACKER.MODEL.ARCH} {cfg.ATTACKER.MODEL.LAYER_DIMS}: "
+                             f"{str(e).splitlines()[0]}") from None
+        models[k] = model.eval()
+    return models
+
+
+def _train_group(ctx, classes, attack_data):
+    """Train the attack models of `classes` (equal record counts) as one pack."""
+    cfg = ctx.cfg
+    seeds = [derive_seed(cfg.RNG_SEED, ROLE_ATTACK, k) for k in classes]
+    pack = ModelPack(seeded_models(lambda: _build(cfg), seeds)).to(ctx.device)
+    x = torch.as_tensor(np.concatenate([attack_data.store[k]["data"] for k in classes]))
+    y = torch.as_tensor(np.concatenate([attack_data.store[k]["labels"] for k in classes]))
+    n = len(attack_data.store[classes[0]]["labels"])
+    idx = torch.arange(len(classes) * n).view(len(classes), n)
+    names = [f"attack_model_{k}" for k in classes]
+
+    def on_epoch(epoch, losses):
+        for name, loss in zip(names, losses.tolist()):
+            ctx.tsv.row(stage="attack", model=name, epoch=epoch + 1, loss=loss)
+
+    fit(pack, x.to(ctx.device), y.to(ctx.device), idx.to(ctx.device),
+        epochs=cfg.ATTACKER.TRAIN.NUM_EPOCHS, batch_size=cfg.ATTACKER.TRAIN.BATCH_SIZE,
+        optimizer=build_optimizer(pack.parameters(), cfg.ATTACKER.OPTIMIZER, ctx.device),
+        criterion=get_criterion("attack", cfg.ATTACKER.CRITERION), seeds=seeds,
+        prepare=lambda t: t, desc=f"train attack models {classes}", on_epoch=on_epoch)
+    return pack.member_state_dicts()
+
+
+def run_attack_training(ctx, attack_data):
+    """{class: trained attack model (eval mode)}; reuses this run's models when they were
+    made by the same settings, or loads ATTACKER.TEST.CHECKPOINT_DIR when training is off."""
+    cfg = ctx.cfg
+    if not cfg.ATTACKER.TRAIN.ENABLE:
+        folder = cfg.ATTACKER.TEST.CHECKPOINT_DIR
+        models = load_attack_models(cfg, folder)
+        if models is None:
+            raise UsageError(f"ATTACKER.TRAIN.ENABLE is False but {folder} lacks "
+                             f"attack_model_<k>/checkpoint.pth for classes "
+                             f"{cfg.ATTACKER.VICTIM_CLASSES}")
+        ctx.log.info("attack models loaded from %s", folder)
+        return models
+    folder = cfg.ATTACKER.TRAIN.CHECKPOINT_DIR
+    fp = fingerprint(cfg, ATTACK_KEYS, exclude=_ATTACK_EXCLUDE)
+    models = load_attack_models(cfg, folder, fp)
+    if models is not None:
+        ctx.log.info("reusing attack models in %s (same settings)", folder)
+        return models
+    groups = defaultdict(list)
+    for k in cfg.ATTACKER.VICTIM_CLASSES:
+        n = len(attack_data.store[k]["labels"])
+        if n == 0 or len(set(attack_data.store[k]["labels"].tolist())) < 2:
+            raise RunError(f"class {k} has no in/out shadow records to train an attack model on")
+        groups[n].append(k)
+    for classes in groups.values():
+        for k, state in zip(classes, _train_group(ctx, classes, attack_data)):
+            save_checkpoint(attack_model_path(folder, k), state, arch=cfg.ATTACKER.MODEL.ARCH,
+                            layer_dims=list(cfg.ATTACKER.MODEL.LAYER_DIMS), victim_class=k,
+                            fingerprint=fp, config=cfg.dump())
+    return load_attack_models(cfg, folder, fp)

@@ -1,0 +1,52 @@
+"""Training and scoring of classifier packs; the victim and the shadows share it, each
+with its own config section (cfg.VICTIM or cfg.SHADOW)."""
+
+import torch
+
+from engine.optim import build_optimizer, get_criterion
+from engine.pack import ModelPack
+from engine.trainer import fit, predict, seeded_models
+from victims import build_model
+
+# Records per forward pass at inference (memory-bound, not a result-changing number).
+INFERENCE_BATCH = 2048
+
+
+def build_classifier_pack(node, cfg, image_size, seeds, device):
+    """A ModelPack of len(seeds) fresh `node.MODEL.ARCH` classifiers, member j initialised
+    from seeds[j]."""
+    models = seeded_models(lambda: build_model(node.MODEL.ARCH, cfg.VICTIM.NUM_CLASSES,
+                                               cfg.VICTIM.IN_FEATURES, image_size), seeds)
+    channels_last = len(seeds) > 1 or device.type == "cuda"
+    return ModelPack(models, channels_last=channels_last).to(device)
+
+
+def train_classifiers(ctx, data, node, seeds, train_idx, names):
+    """Train a fresh pack (one member per seed) on train_idx ((K, n) numpy train-split
+    indices) with node's recipe; one TSV row per member and epoch."""
+    pack = build_classifier_pack(node, ctx.cfg, data.image_size, seeds, ctx.device)
+    optimizer = build_optimizer(pack.parameters(), node.OPTIMIZER, ctx.device)
+
+    def on_epoch(epoch, losses):
+        for name, loss in zip(names, losses.tolist()):
+            ctx.tsv.row(stage="train", model=name, epoch=epoch + 1, loss=loss)
+
+    idx = torch.as_tensor(train_idx, device=ctx.device)
+    return fit(pack, data.train_x, data.train_y, idx, epochs=node.TRAIN.NUM_EPOCHS,
+               batch_size=node.TRAIN.BATCH_SIZE, optimizer=optimizer,
+               criterion=get_criterion("classifier", node.CRITERION), seeds=seeds,
+               prepare=data.prepare, desc=f"train {names[0]}" + ("+" if len(names) > 1 else ""),
+               on_epoch=on_epoch)
+
+
+def posteriors(pack, x, idx, prepare):
+    """(K, n) numpy indices into x -> (K, n, C) float32 softmax posteriors (CPU tensor)."""
+    idx = torch.as_tensor(idx, device=x.device)
+    logits = predict(pack, x, idx, batch_size=INFERENCE_BATCH, prepare=prepare)
+    return torch.softmax(logits, -1)
+
+
+def accuracy(probs, labels):
+    """(K, n, C) posteriors and (K, n) true labels -> (K,) accuracies (list of float)."""
+    labels = torch.as_tensor(labels)
+    return (probs.argmax(-1) == labels).float().mean(-1).tolist()

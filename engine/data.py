@@ -1,0 +1,102 @@
+"""Data stage: the dataset as device tensors, the run's splits, and their preprocessing."""
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from datasets import get_dataset_info, load_dataset
+from datasets.splits import build_eval_set, sample_victim_train, split_victim_shadow
+from utils.errors import UsageError
+from utils.io import load_npz, save_npz
+
+SPLITS_FILE = "splits.npz"
+_POOL_KEYS = ("victim_pool", "shadow_in_pool", "shadow_out_pool")
+_EVAL_KEYS = ("eval_in", "eval_out")
+
+
+@dataclass
+class RunData:
+    """Whole splits on the device plus the run's index arrays (numpy int64)."""
+
+    train_x: torch.Tensor  # (50000, C, H, W) uint8, on the device
+    train_y: torch.Tensor  # (50000,) int64, on the device
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    splits: dict  # victim_pool, shadow_in_pool, shadow_out_pool, victim_train, eval_in, eval_out
+    image_size: int
+    prepare: object  # (K, B, C, H, W) uint8 -> normalised float32
+
+
+def make_prepare(mean, std, device):
+    """uint8 images -> float32 scaled to [0, 1] and normalised per channel."""
+    mean = torch.tensor(mean, device=device).view(-1, 1, 1) * 255
+    inv_std = 1 / (torch.tensor(std, device=device).view(-1, 1, 1) * 255)
+
+    def prepare(x):
+        return (x.float() - mean) * inv_std
+
+    return prepare
+
+
+def _check_indices(path, arrays, limits):
+    for key, arr in arrays.items():
+        n = limits[key]
+        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer) or (
+                len(arr) and (arr.min() < 0 or arr.max() >= n)):
+            raise UsageError(f"{path}: '{key}' must be a 1-D integer array of indices in 0 .. {n - 1}")
+    return {k: v.astype(np.int64) for k, v in arrays.items()}
+
+
+def _load_pools(cfg, labels):
+    path = cfg.SHADOW.TRAIN.DATA_PATH
+    if not path:
+        return split_victim_shadow(labels, cfg.DATASET.VICTIM_POOL_SIZE, cfg.RNG_SEED)
+    pools = _check_indices(path, load_npz(path, _POOL_KEYS), dict.fromkeys(_POOL_KEYS, len(labels)))
+    all_idx = np.concatenate(list(pools.values()))
+    if len(np.unique(all_idx)) != len(all_idx):
+        raise UsageError(f"SHADOW.TRAIN.DATA_PATH: {path} has pools that overlap")
+    return pools
+
+
+def _load_eval(cfg, victim_train, train_y, test_y):
+    path = cfg.ATTACKER.TEST.DATA_PATH
+    if not path:
+        return build_eval_set(victim_train, train_y, test_y, cfg.ATTACKER.TEST.BALANCED, cfg.RNG_SEED)
+    ev = _check_indices(path, load_npz(path, _EVAL_KEYS),
+                        {"eval_in": len(train_y), "eval_out": len(test_y)})
+    outside = np.setdiff1d(ev["eval_in"], victim_train)
+    if len(outside):
+        raise UsageError(f"ATTACKER.TEST.DATA_PATH: {path} lists {len(outside)} 'eval_in' records "
+                         f"the victim did not train on (e.g. {outside[0]})")
+    return ev
+
+
+def build_data(ctx):
+    """Load the dataset, build or read the splits, save them; return RunData."""
+    cfg, device = ctx.cfg, ctx.device
+    raw = load_dataset(cfg.DATASET.NAME, cfg.DATASET.ROOT, cfg.DATASET.DOWNLOAD)
+    train_y, test_y = raw["train_y"].numpy(), raw["test_y"].numpy()
+    splits = _load_pools(cfg, train_y)
+    if cfg.VICTIM.TRAIN.SET_SIZE > len(splits["victim_pool"]):
+        raise UsageError(f"VICTIM.TRAIN.SET_SIZE: {cfg.VICTIM.TRAIN.SET_SIZE} exceeds the "
+                         f"{len(splits['victim_pool'])}-record victim pool")
+    half = min(len(splits["shadow_in_pool"]), len(splits["shadow_out_pool"]))
+    if cfg.SHADOW.TRAIN.SET_SIZE > half:
+        raise UsageError(f"SHADOW.TRAIN.SET_SIZE: {cfg.SHADOW.TRAIN.SET_SIZE} exceeds the "
+                         f"{half}-record shadow pool half")
+    splits["victim_train"] = sample_victim_train(splits["victim_pool"], train_y,
+                                                 cfg.VICTIM.TRAIN.SET_SIZE, cfg.RNG_SEED)
+    splits.update(_load_eval(cfg, splits["victim_train"], train_y, test_y))
+    save_npz(ctx.path(SPLITS_FILE), **splits)
+    ctx.log.info("splits: %s", {k: len(v) for k, v in splits.items()})
+    info = get_dataset_info(cfg.DATASET.NAME)
+    return RunData(train_x=raw["train_x"].to(device), train_y=raw["train_y"].to(device),
+                   test_x=raw["test_x"].to(device), test_y=raw["test_y"].to(device),
+                   splits=splits, image_size=info.image_size,
+                   prepare=make_prepare(cfg.DATASET.MEAN, cfg.DATASET.STD, device))
+
+
+def splits_path(out_dir):
+    return os.path.join(out_dir, SPLITS_FILE)

@@ -1,0 +1,52 @@
+"""Optimizer and loss registries, shared by the victim, shadows and attack models."""
+
+import torch
+import torch.nn.functional as F
+
+from utils.errors import UsageError
+
+
+def _adam(params, cfg_opt, fused):
+    return torch.optim.Adam(params, lr=cfg_opt.ALPHA, betas=tuple(cfg_opt.BETAS),
+                            weight_decay=cfg_opt.GAMMA, fused=fused or None)
+
+
+def _adamw(params, cfg_opt, fused):
+    return torch.optim.AdamW(params, lr=cfg_opt.ALPHA, betas=tuple(cfg_opt.BETAS),
+                             weight_decay=cfg_opt.GAMMA, fused=fused or None)
+
+
+def _sgd(params, cfg_opt, fused):
+    return torch.optim.SGD(params, lr=cfg_opt.ALPHA, momentum=cfg_opt.MOMENTUM,
+                           weight_decay=cfg_opt.GAMMA, fused=fused or None)
+
+
+# All element-wise: one optimizer over a pack's stacked weights equals one per member.
+OPTIMIZERS = {"adam": _adam, "adamw": _adamw, "sgd": _sgd}
+
+
+def _ce(logits, targets):
+    """(n, C) logits, (n,) int classes -> (n,) losses."""
+    return F.cross_entropy(logits, targets, reduction="none")
+
+
+def _bce(logits, targets):
+    """(n, 1) membership logits, (n,) 1/0 labels -> (n,) losses."""
+    return F.binary_cross_entropy_with_logits(logits[:, 0], targets.float(), reduction="none")
+
+
+# Per-record losses on logits, by the kind of model they train.
+CRITERIA = {"classifier": {"ce": _ce}, "attack": {"bce": _bce}}
+
+
+def build_optimizer(params, cfg_opt, device):
+    """The optimizer named by cfg_opt.NAME over `params`; fused kernels on CUDA."""
+    if cfg_opt.NAME not in OPTIMIZERS:
+        raise UsageError(f"unknown optimizer '{cfg_opt.NAME}'; allowed: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[cfg_opt.NAME](list(params), cfg_opt, device.type == "cuda")
+
+
+def get_criterion(kind, name):
+    if name not in CRITERIA[kind]:
+        raise UsageError(f"unknown {kind} criterion '{name}'; allowed: {', '.join(CRITERIA[kind])}")
+    return CRITERIA[kind][name]

@@ -1,0 +1,152 @@
+"""K models of one sequential architecture trained and run as one grouped model.
+
+Convolutions become one convolution with `groups=K` over stacked channels
+(layout (B, K*C, H, W), channels_last), dense layers one batched matmul (layout
+(K, B, F)). Each member keeps its own weights: with the sum of per-member mean losses
+and an element-wise optimizer (Adam, SGD), training a pack equals training its members
+one by one up to float rounding (tests/test_pack.py checks it in float64).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from utils.errors import UsageError
+
+
+def _leaves(model):
+    """(name, module) of the model's leaf modules, in forward order for a sequential model."""
+    return [(n, m) for n, m in model.named_modules() if not list(m.children())]
+
+
+class _GroupedConv2d(nn.Module):
+    def __init__(self, convs):
+        super().__init__()
+        c = convs[0]
+        self.k, self.out = len(convs), c.out_channels
+        self.kw = dict(stride=c.stride, padding=c.padding, dilation=c.dilation,
+                       groups=c.groups * self.k)
+        self.weight = nn.Parameter(torch.cat([m.weight.detach() for m in convs]))
+        self.bias = nn.Parameter(torch.cat([m.bias.detach() for m in convs]))
+
+    def forward(self, x):  # (B, K*C_in, H, W) -> (B, K*C_out, H', W')
+        return F.conv2d(x, self.weight, self.bias, **self.kw)
+
+    def member_state(self, j):
+        s = slice(j * self.out, (j + 1) * self.out)
+        return {"weight": self.weight[s], "bias": self.bias[s]}
+
+
+class _GroupedLinear(nn.Module):
+    def __init__(self, linears):
+        super().__init__()
+        self.weight = nn.Parameter(torch.stack([m.weight.detach().t() for m in linears]))
+        self.bias = nn.Parameter(torch.stack([m.bias.detach()[None] for m in linears]))
+
+    def forward(self, x):  # (K, B, F_in) -> (K, B, F_out)
+        return torch.baddbmm(self.bias, x, self.weight)
+
+    def member_state(self, j):
+        return {"weight": self.weight[j].t(), "bias": self.bias[j, 0]}
+
+
+class _GroupedBatchNorm1d(nn.Module):
+    """nn.BatchNorm1d per member on (K, B, F), running statistics included."""
+
+    def __init__(self, norms):
+        super().__init__()
+        m = norms[0]
+        self.eps, self.momentum = m.eps, m.momentum
+        self.weight = nn.Parameter(torch.stack([n.weight.detach()[None] for n in norms]))
+        self.bias = nn.Parameter(torch.stack([n.bias.detach()[None] for n in norms]))
+        self.register_buffer("running_mean", torch.stack([n.running_mean for n in norms]))
+        self.register_buffer("running_var", torch.stack([n.running_var for n in norms]))
+        self.register_buffer("num_batches_tracked",
+                             torch.stack([n.num_batches_tracked for n in norms]))
+
+    def forward(self, x):
+        if self.training:
+            mean, var = x.mean(1), x.var(1, unbiased=False)
+            n = x.shape[1]
+            with torch.no_grad():
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)
+                self.num_batches_tracked += 1
+        else:
+            mean, var = self.running_mean, self.running_var
+        x = (x - mean[:, None]) * torch.rsqrt(var[:, None] + self.eps)
+        return x * self.weight + self.bias
+
+    def member_state(self, j):
+        return {"weight": self.weight[j, 0], "bias": self.bias[j, 0],
+                "running_mean": self.running_mean[j], "running_var": self.running_var[j],
+                "num_batches_tracked": self.num_batches_tracked[j]}
+
+
+class _GroupedFlatten(nn.Module):
+    def __init__(self, k):
+        super().__init__()
+        self.k = k
+
+    def forward(self, x):  # (B, K*C, H, W) or (K, B, C, H, W) -> (K, B, C*H*W)
+        if x.dim() == 4:
+            return x.reshape(x.shape[0], self.k, -1).transpose(0, 1)
+        return x.flatten(2)
+
+
+_ELEMENTWISE = (nn.Tanh, nn.ReLU, nn.MaxPool2d, nn.Identity)
+_GROUPED = {nn.Conv2d: _GroupedConv2d, nn.Linear: _GroupedLinear,
+            nn.BatchNorm1d: _GroupedBatchNorm1d}
+
+
+def can_pack(model):
+    """True when every leaf module of the model has a grouped form."""
+    return all(type(m) in _GROUPED or isinstance(m, (*_ELEMENTWISE, nn.Flatten))
+               for _, m in _leaves(model))
+
+
+class ModelPack(nn.Module):
+    """K same-architecture sequential models as one; forward maps (K, B, ...) to (K, B, out)."""
+
+    def __init__(self, models, channels_last=True):
+        super().__init__()
+        if not can_pack(models[0]):
+            raise UsageError(f"{type(models[0]).__name__} has layers with no grouped form; "
+                             f"set SHADOW.TRAIN.MODELS_PER_PACK 1")
+        self.k, self.channels_last = len(models), channels_last
+        self.names = [n for n, _ in _leaves(models[0])]
+        columns = zip(*[[m for _, m in _leaves(model)] for model in models])
+        self.layers = nn.ModuleList(self._group(list(col)) for col in columns)
+
+    def _group(self, mods):
+        kind = type(mods[0])
+        if kind in _GROUPED:
+            return _GROUPED[kind](mods)
+        if kind is nn.Flatten:
+            return _GroupedFlatten(self.k)
+        return mods[0]
+
+    def forward(self, x):
+        if isinstance(self.layers[0], _GroupedConv2d):
+            x = self._to_grouped_channels(x)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def _to_grouped_channels(self, x):
+        """(K, B, C, H, W) -> (B, K*C, H, W), channels_last in one copy when asked."""
+        k, b, c, h, w = x.shape
+        if self.channels_last:
+            x = x.permute(1, 3, 4, 0, 2).reshape(b, h, w, k * c)
+            return x.permute(0, 3, 1, 2)
+        return x.transpose(0, 1).reshape(b, k * c, h, w)
+
+    def member_state_dicts(self):
+        """One state_dict per member, loadable into the original architecture (CPU tensors)."""
+        out = [{} for _ in range(self.k)]
+        for name, layer in zip(self.names, self.layers):
+            if hasattr(layer, "member_state"):
+                for j in range(self.k):
+                    for key, t in layer.member_state(j).items():
+                        out[j][f"{name}.{key}"] = t.detach().cpu().clone().contiguous()
+        return out

@@ -1,0 +1,83 @@
+"""Setup stage: run folder, config dump, logger, device, threads; the run's context."""
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from utils.errors import UsageError
+from utils.io import save_text
+from utils.logging import TsvLog, setup_logger
+from utils.runtime import setup_device, setup_threads, versions
+
+CONFIG_FILE = "config.yaml"
+TSV_FILE = "attack.log.tsv"
+# Files a run folder of this toolkit may hold; anything else marks a foreign folder.
+_RUN_FILES = {CONFIG_FILE, TSV_FILE, "run.log", "splits.npz", "metrics.json", "scores.csv",
+              "victim", "shadow_files", "attacker_files"}
+
+
+@dataclass
+class RunContext:
+    """What every stage needs: the frozen config, device, logs and per-stage seconds."""
+
+    cfg: object
+    device: torch.device
+    out_dir: str
+    log: object
+    tsv: TsvLog
+    timing: dict = field(default_factory=dict)
+
+    def path(self, *parts):
+        return os.path.join(self.out_dir, *parts)
+
+
+def _check_output_dir(out_dir):
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UsageError(f"OUTPUT_DIR: {out_dir} exists and is not a folder")
+    if os.path.isdir(out_dir):
+        foreign = set(os.listdir(out_dir)) - _RUN_FILES
+        if foreign and CONFIG_FILE not in os.listdir(out_dir):
+            raise UsageError(f"OUTPUT_DIR: {out_dir} holds files that are not a run's "
+                             f"({', '.join(sorted(foreign)[:3])}); use an empty or new folder")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"OUTPUT_DIR: cannot create {out_dir}: {e.strerror}") from None
+    if not os.access(out_dir, os.W_OK):
+        raise UsageError(f"OUTPUT_DIR: {out_dir} is not writable")
+
+
+def setup_run(cfg, derived):
+    """Create/reuse the run folder, write config.yaml, start logs; return the RunContext."""
+    out_dir = cfg.OUTPUT_DIR
+    _check_output_dir(out_dir)
+    device = setup_device(cfg.DEVICE, cfg.USE_GPU)
+    setup_threads(cfg.NUM_THREADS)
+    save_text(os.path.join(out_dir, CONFIG_FILE), cfg.dump())
+    log = setup_logger(out_dir)
+    log.info("run folder %s  device %s  torch threads %d", out_dir, device,
+             torch.get_num_threads())
+    for key, value in derived:
+        log.info("derived %s = %s", key, value)
+    log.info("versions %s", versions())
+    return RunContext(cfg=cfg, device=device, out_dir=out_dir, log=log,
+                      tsv=TsvLog(os.path.join(out_dir, TSV_FILE)))
+
+
+class StageTimer:
+    """`with StageTimer(ctx, "victim"):` records the stage's wall seconds in ctx.timing."""
+
+    def __init__(self, ctx, name):
+        self.ctx, self.name = ctx, name
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        self.ctx.log.info("== %s", self.name)
+
+    def __exit__(self, *exc):
+        seconds = time.perf_counter() - self.start
+        self.ctx.timing[self.name] = round(seconds, 3)
+        if exc[0] is None:
+            self.ctx.log.info("== %s done in %.1f s", self.name, seconds)

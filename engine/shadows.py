@@ -1,0 +1,120 @@
+"""Shadow stage: train SHADOW.NUM_MODELS shadows pack by pack and grow the attack data.
+
+After each pack, every member's posteriors on its own train records (label 1) and test
+records (label 0) join the per-class attack data, which is saved atomically: the saved
+pickle is the commit point, so a crash loses at most the pack in progress.
+"""
+
+import os
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from datasets import AttackData
+from engine.classifier import accuracy, posteriors, train_classifiers
+from shadow_models import draw_shadow_records, pack_ranges
+from utils.errors import UsageError
+from utils.fingerprint import differing_keys, fingerprint
+from utils.io import load_json, save_checkpoint, save_json
+from utils.runtime import ROLE_SHADOW, derive_seed
+
+ATTACK_DATA_FILE = "attack_data_train"
+ATTACK_DATA_META = "attack_data_train.json"
+# Config keys that change what a shadow is; NUM_MODELS is not one of them: raising it
+# extends the fleet, lowering it uses the first shadows.
+SHADOW_KEYS = ("DATASET", "SHADOW", "RNG_SEED", "VICTIM.NUM_CLASSES", "VICTIM.IN_FEATURES",
+               "ATTACKER.VICTIM_CLASSES")
+_SHADOW_EXCLUDE = ("SHADOW.NUM_MODELS", "SHADOW.TRAIN.ENABLE", "SHADOW.TRAIN.CHECKPOINT_DIR",
+                   "SHADOW.TRAIN.SAVE_CHECKPOINTS", "SHADOW.TRAIN.MODELS_PER_PACK")
+# Shadows per pack when MODELS_PER_PACK is 0 (measured best on a 2-core CPU: 8).
+_AUTO_PACK = {"cpu": 8, "cuda": 64}
+
+
+def shadow_name(i):
+    return f"shadow_{i:03d}"
+
+
+def models_per_pack(cfg, device):
+    return cfg.SHADOW.TRAIN.MODELS_PER_PACK or _AUTO_PACK[device.type]
+
+
+def _open_attack_data(ctx, fp):
+    """The attack data already in the run folder (if made by these settings) or a new one."""
+    folder = ctx.cfg.ATTACKER.TRAIN.CHECKPOINT_DIR
+    path, meta_path = os.path.join(folder, ATTACK_DATA_FILE), os.path.join(folder, ATTACK_DATA_META)
+    if os.path.exists(path):
+        meta = load_json(meta_path) if os.path.exists(meta_path) else {}
+        if meta.get("fingerprint") != fp:
+            diff = differing_keys(meta.get("fingerprint", {}), fp)
+            raise UsageError(f"{path} was made with other shadow settings "
+                             f"({'; '.join(diff[:3]) or 'no record of them'}); "
+                             f"use a new OUTPUT_DIR or the settings that made it")
+        return AttackData.load(path)
+    save_json(meta_path, {"fingerprint": fp})
+    return AttackData(ctx.cfg.ATTACKER.VICTIM_CLASSES, ctx.cfg.VICTIM.NUM_CLASSES)
+
+
+def _train_pack(ctx, data, ids, attack_data):
+    """Train shadows `ids` as one pack; add their records to attack_data; return metrics."""
+    cfg, node = ctx.cfg, ctx.cfg.SHADOW
+    labels = data.train_y.cpu().numpy()
+    draws = [draw_shadow_records(data.splits, labels, node.TRAIN.SET_SIZE, cfg.RNG_SEED, i)
+             for i in ids]
+    train_idx, test_idx = (np.stack(d) for d in zip(*draws))
+    seeds = [derive_seed(cfg.RNG_SEED, ROLE_SHADOW, i) for i in ids]
+    names = [shadow_name(i) for i in ids]
+    pack = train_classifiers(ctx, data, node, seeds, train_idx, names)
+    probs_in = posteriors(pack, data.train_x, train_idx, data.prepare)
+    probs_out = posteriors(pack, data.train_x, test_idx, data.prepare)
+    train_acc = accuracy(probs_in, labels[train_idx])
+    test_acc = accuracy(probs_out, labels[test_idx])
+    states = pack.member_state_dicts() if node.TRAIN.SAVE_CHECKPOINTS else [None] * len(ids)
+    metrics = []
+    for j, i in enumerate(ids):
+        m = {"shadow": i, "train_accuracy": train_acc[j], "test_accuracy": test_acc[j],
+             "train_size": int(train_idx.shape[1]), "seed": seeds[j]}
+        metrics.append(m)
+        save_json(os.path.join(node.TRAIN.CHECKPOINT_DIR, f"{names[j]}.json"), m)
+        if states[j] is not None:
+            save_checkpoint(os.path.join(node.TRAIN.CHECKPOINT_DIR, f"{names[j]}.pth"), states[j],
+                            arch=node.MODEL.ARCH, num_classes=cfg.VICTIM.NUM_CLASSES,
+                            in_channels=cfg.VICTIM.IN_FEATURES, image_size=data.image_size,
+                            metrics=m, config=cfg.dump())
+        records = np.concatenate([train_idx[j], test_idx[j]])
+        probs = torch.cat([probs_in[j], probs_out[j]]).numpy()
+        membership = np.r_[np.ones(train_idx.shape[1]), np.zeros(test_idx.shape[1])]
+        attack_data.add(i, probs, labels[records], membership)
+        ctx.tsv.row(stage="shadow", model=names[j], metric="train_accuracy", value=train_acc[j])
+        ctx.tsv.row(stage="shadow", model=names[j], metric="test_accuracy", value=test_acc[j])
+    return metrics
+
+
+def run_shadows(ctx, data):
+    """Per-class AttackData from SHADOW.NUM_MODELS shadows (reusing those already done)
+    and the list of per-shadow metrics."""
+    cfg = ctx.cfg
+    n = cfg.SHADOW.NUM_MODELS
+    fp = fingerprint(cfg, SHADOW_KEYS, exclude=_SHADOW_EXCLUDE)
+    attack_data = _open_attack_data(ctx, fp)
+    path = os.path.join(cfg.ATTACKER.TRAIN.CHECKPOINT_DIR, ATTACK_DATA_FILE)
+    done = set(attack_data.shadow_ids())
+    if not cfg.SHADOW.TRAIN.ENABLE:
+        if not done:
+            raise UsageError(f"SHADOW.TRAIN.ENABLE is False but {path} holds no attack data; "
+                             f"set it True or point OUTPUT_DIR at a run that has shadows")
+        n = len(done)
+    packs = [p for p in pack_ranges(n, models_per_pack(cfg, ctx.device)) if not set(p) <= done]
+    if done:
+        ctx.log.info("reusing %d shadow(s) already in %s", len(done & set(range(n))), path)
+    attack_data.keep_shadows(range(n))
+    for ids in tqdm(packs, desc="shadow packs", unit="pack", dynamic_ncols=True):
+        attack_data.keep_shadows(sorted(done - set(ids)))  # drop a half-counted pack
+        for m in _train_pack(ctx, data, list(ids), attack_data):
+            ctx.log.info("%s: train accuracy %.4f, test accuracy %.4f",
+                         shadow_name(m["shadow"]), m["train_accuracy"], m["test_accuracy"])
+        attack_data.save(path)
+        done |= set(ids)
+    metrics = [load_json(os.path.join(cfg.SHADOW.TRAIN.CHECKPOINT_DIR, f"{shadow_name(i)}.json"))
+               for i in range(n)]
+    return attack_data, metrics

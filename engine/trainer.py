@@ -1,0 +1,80 @@
+"""The generic trainer: fit a pack of K models, each on its own records, and predict.
+
+Inputs stay whole on the device; a mini-batch is an index slice, gathered as (K, B, ...).
+Each member draws its own shuffles from its own generator, so a member trained in a
+pack sees exactly the batches it would see alone.
+"""
+
+import math
+
+import torch
+from tqdm import tqdm
+
+from utils.errors import RunError
+
+
+def seeded_models(build_fn, seeds):
+    """One model per seed, each initialised under torch.manual_seed(seed) (CPU)."""
+    models = []
+    for seed in seeds:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            models.append(build_fn())
+    return models
+
+
+def _gather(inputs, idx, prepare):
+    """(K, B) indices -> prepared (K, B, ...) inputs."""
+    return prepare(inputs[idx])
+
+
+def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, optimizer, criterion,
+        seeds, prepare, desc, on_epoch=None):
+    """Train every member of `pack` on its row of train_idx ((K, n) int64 on the device).
+
+    inputs: (N, ...) tensor on the device; targets: (N,) on the device; criterion maps
+    (m, out) logits and (m,) targets to (m,) losses. The loss minimised is the sum over
+    members of each member's mean loss. on_epoch(epoch, (K,) mean losses) is called after
+    every epoch. Raises RunError when a loss turns NaN or infinite.
+    """
+    k, n = train_idx.shape
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    steps = math.ceil(n / batch_size)
+    pack.train()
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False, dynamic_ncols=True)
+    for epoch in bar:
+        perms = torch.stack([torch.randperm(n, generator=g) for g in gens])
+        order = train_idx.gather(1, perms.to(train_idx.device))
+        total = torch.zeros(k, device=train_idx.device)
+        for step in range(steps):
+            idx = order[:, step * batch_size:(step + 1) * batch_size]
+            logits = pack(_gather(inputs, idx, prepare))
+            losses = criterion(logits.flatten(0, 1), targets[idx].flatten())
+            member_loss = losses.view(k, -1).mean(1)
+            optimizer.zero_grad(set_to_none=True)
+            member_loss.sum().backward()
+            optimizer.step()
+            total += member_loss.detach() * idx.shape[1]
+        epoch_loss = (total / n).cpu()  # one host sync per epoch
+        if not torch.isfinite(epoch_loss).all():
+            raise RunError(f"{desc}: training diverged at epoch {epoch + 1} "
+                           f"(loss {epoch_loss.tolist()}); lower the learning rate")
+        bar.set_postfix(loss=f"{epoch_loss.mean():.4f}")
+        if on_epoch:
+            on_epoch(epoch, epoch_loss)
+    return pack
+
+
+@torch.inference_mode()
+def predict(pack, inputs, idx, *, batch_size, prepare):
+    """Members' outputs on their own records: (K, n) indices -> (K, n, out) float32 CPU
+    logits, in eval mode."""
+    pack.eval()
+    out = [pack(_gather(inputs, idx[:, s:s + batch_size], prepare)).float()
+           for s in range(0, idx.shape[1], batch_size)]
+    return torch.cat(out, 1).cpu()
+
+
+def predict_proba(pack, inputs, idx, *, batch_size, prepare):
+    """(K, n) indices -> (K, n, C) float32 softmax posteriors (eval mode, no grad)."""
+    return torch.softmax(predict(pack, inputs, idx, batch_size=batch_size, prepare=prepare), -1)

@@ -1,0 +1,73 @@
+"""Victim stage: train the victim (or load VICTIM.CHECKPOINT), record its accuracy."""
+
+import os
+
+from engine.classifier import accuracy, posteriors, train_classifiers
+from engine.pack import ModelPack
+from utils.errors import RunError, UsageError
+from utils.fingerprint import differing_keys, fingerprint
+from utils.io import load_checkpoint, save_checkpoint
+from utils.runtime import ROLE_VICTIM, derive_seed
+from victims import build_model
+
+VICTIM_DIR = "victim"
+CHECKPOINT_FILE = "checkpoint.pth"
+# Config keys whose change makes a trained victim invalid.
+VICTIM_KEYS = ("DATASET", "VICTIM", "RNG_SEED", "SHADOW.TRAIN.DATA_PATH")
+
+
+def _load_victim(ckpt, path, node, device):
+    """A one-member pack holding the checkpoint's weights; UsageError if they do not fit."""
+    arch, num_classes = node.MODEL.ARCH, node.NUM_CLASSES
+    if ckpt.get("arch") != arch or ckpt.get("num_classes") != num_classes:
+        raise UsageError(f"VICTIM.CHECKPOINT: {path} holds a '{ckpt.get('arch')}' with "
+                         f"{ckpt.get('num_classes')} classes; the config asks for '{arch}' "
+                         f"with {num_classes} (set VICTIM.MODEL.ARCH / VICTIM.NUM_CLASSES)")
+    model = build_model(arch, num_classes, node.IN_FEATURES, ckpt.get("image_size", 32))
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise UsageError(f"VICTIM.CHECKPOINT: {path} does not fit '{arch}': "
+                         f"{str(e).splitlines()[0]}") from None
+    return ModelPack([model], channels_last=device.type == "cuda").to(device)
+
+
+def run_victim(ctx, data):
+    """The trained victim as a one-member pack, and {train_accuracy, test_accuracy}."""
+    cfg, node = ctx.cfg, ctx.cfg.VICTIM
+    fp = fingerprint(cfg, VICTIM_KEYS, exclude=("VICTIM.CHECKPOINT",))
+    seed = derive_seed(cfg.RNG_SEED, ROLE_VICTIM)
+    own = ctx.path(VICTIM_DIR, CHECKPOINT_FILE)
+    path = node.CHECKPOINT or (own if os.path.exists(own) else "")
+    if path:
+        try:
+            ckpt = load_checkpoint(path)
+        except RunError as e:
+            raise UsageError(f"VICTIM.CHECKPOINT: {e}") from None
+        if path == own and ckpt.get("fingerprint") != fp:
+            diff = differing_keys(ckpt.get("fingerprint", {}), fp)
+            raise UsageError(f"OUTPUT_DIR holds a victim made with other settings "
+                             f"({'; '.join(diff[:3])}); use a new OUTPUT_DIR")
+        pack = _load_victim(ckpt, path, node, ctx.device)
+        ctx.log.info("victim loaded from %s", path)
+    else:
+        pack = train_classifiers(ctx, data, node, [seed], data.splits["victim_train"][None],
+                                 ["victim"])
+    train_idx = data.splits["victim_train"]
+    train_acc = accuracy(posteriors(pack, data.train_x, train_idx[None], data.prepare),
+                         data.train_y.cpu()[train_idx][None])[0]
+    test_idx = range(len(data.test_y))
+    test_acc = accuracy(posteriors(pack, data.test_x, [list(test_idx)], data.prepare),
+                        data.test_y.cpu()[None])[0]
+    metrics = {"arch": node.MODEL.ARCH, "train_size": len(train_idx),
+               "train_accuracy": train_acc, "test_accuracy": test_acc,
+               "source": path or "trained"}
+    if not path:
+        save_checkpoint(own, pack.member_state_dicts()[0], arch=node.MODEL.ARCH,
+                        num_classes=node.NUM_CLASSES, in_channels=node.IN_FEATURES,
+                        image_size=data.image_size, metrics=metrics, fingerprint=fp,
+                        config=cfg.dump())
+    ctx.log.info("victim: train accuracy %.4f, test accuracy %.4f", train_acc, test_acc)
+    ctx.tsv.row(stage="victim", model="victim", metric="train_accuracy", value=train_acc)
+    ctx.tsv.row(stage="victim", model="victim", metric="test_accuracy", value=test_acc)
+    return pack, metrics

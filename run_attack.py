@@ -1,0 +1,34 @@
+"""Shadow-model membership inference attack: python run_attack.py [--cfg FILE] [KEY VALUE ...]"""
+
+import argparse
+import os
+import sys
+
+from utils.errors import RunError, UsageError
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cfg", default="", help="YAML preset (keys that differ from defaults)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding it")
+    args = parser.parse_args(argv)
+    try:
+        from configs.config import build_cfg
+        from engine.run import run
+
+        cfg, derived = build_cfg(args.cfg, args.opts)
+        cfg.freeze()
+        run(cfg, derived)
+    except (UsageError, RunError) as e:
+        if os.environ.get("MIA_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, UsageError) else 1
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command (same OUTPUT_DIR) to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

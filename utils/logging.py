@@ -1,0 +1,45 @@
+"""A readable log for people (stdout + run.log) and a TSV record for scripts."""
+
+import logging
+import os
+import sys
+
+_LOGGER = "mia"
+
+
+def setup_logger(run_dir):
+    """The toolkit's logger, writing to stdout and to run_dir/run.log (appending)."""
+    log = logging.getLogger(_LOGGER)
+    log.setLevel(logging.INFO)
+    for h in list(log.handlers):
+        log.removeHandler(h)
+        h.close()
+    fmt = logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S")
+    for handler in (logging.StreamHandler(sys.stdout),
+                    logging.FileHandler(os.path.join(run_dir, "run.log"))):
+        handler.setFormatter(fmt)
+        log.addHandler(handler)
+    log.propagate = False
+    return log
+
+
+def get_logger():
+    return logging.getLogger(_LOGGER)
+
+
+class TsvLog:
+    """Append-only TSV: one row per epoch or test result, flushed at once."""
+
+    COLUMNS = ("stage", "model", "epoch", "loss", "metric", "value")
+
+    def __init__(self, path):
+        self.path = path
+        if not os.path.exists(path):
+            with open(path, "w") as f:
+                f.write("\t".join(self.COLUMNS) + "\n")
+
+    def row(self, **fields):
+        values = [fields.get(c, "") for c in self.COLUMNS]
+        text = "\t".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in values)
+        with open(self.path, "a") as f:
+            f.write(text + "\n")

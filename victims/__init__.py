@@ -1,0 +1,5 @@
+"""Classifier architectures (victims and shadows share them)."""
+
+from victims.models import MODELS, build_model
+
+__all__ = ["MODELS", "build_model"]
