@@ -58,7 +58,8 @@ def load_cifar10(root, download):
         try:
             _download(root)
         except Exception as e:
-            raise UsageError(f"DATASET.ROOT: could not download CIFAR-10 into {root} ({e})") from None
+            raise UsageError(f"DATASET.ROOT: could not download CIFAR-10 into {root} ({e})"
+                             ) from None
         missing = [f for f in missing if not os.path.isfile(os.path.join(folder, f))]
     if missing:
         raise UsageError(f"DATASET.ROOT: {folder} lacks {', '.join(missing)}; point DATASET.ROOT "

@@ -45,7 +45,8 @@ def _check_indices(path, arrays, limits):
         n = limits[key]
         if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer) or (
                 len(arr) and (arr.min() < 0 or arr.max() >= n)):
-            raise UsageError(f"{path}: '{key}' must be a 1-D integer array of indices in 0 .. {n - 1}")
+            raise UsageError(f"{path}: '{key}' must be a 1-D integer array of indices "
+                             f"in 0 .. {n - 1}")
     return {k: v.astype(np.int64) for k, v in arrays.items()}
 
 
@@ -63,7 +64,8 @@ def _load_pools(cfg, labels):
 def _load_eval(cfg, victim_train, train_y, test_y):
     path = cfg.ATTACKER.TEST.DATA_PATH
     if not path:
-        return build_eval_set(victim_train, train_y, test_y, cfg.ATTACKER.TEST.BALANCED, cfg.RNG_SEED)
+        return build_eval_set(victim_train, train_y, test_y, cfg.ATTACKER.TEST.BALANCED,
+                              cfg.RNG_SEED)
     ev = _check_indices(path, load_npz(path, _EVAL_KEYS),
                         {"eval_in": len(train_y), "eval_out": len(test_y)})
     outside = np.setdiff1d(ev["eval_in"], victim_train)

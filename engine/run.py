@@ -55,7 +55,8 @@ def summary_table(results):
     if "overall" not in results:
         return "\n".join(lines)
     cols = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc", "advantage")
-    head = f"{'class':>8} " + " ".join(f"{c[:9]:>9}" for c in cols) + f" {'tpr@0.1%':>9} {'tpr@1%':>9}"
+    head = (f"{'class':>8} " + " ".join(f"{c[:9]:>9}" for c in cols)
+            + f" {'tpr@0.1%':>9} {'tpr@1%':>9}")
     lines += ["", head]
     rows = sorted(results["per_class"].items(), key=lambda kv: int(kv[0]))
     for name, m in rows + [("overall", results["overall"])]:

@@ -61,7 +61,7 @@ def run_victim(ctx, data):
                         data.test_y.cpu()[None])[0]
     metrics = {"arch": node.MODEL.ARCH, "train_size": len(train_idx),
                "train_accuracy": train_acc, "test_accuracy": test_acc,
-               "source": path or "trained"}
+               "source": node.CHECKPOINT or "trained"}
     if not path:
         save_checkpoint(own, pack.member_state_dicts()[0], arch=node.MODEL.ARCH,
                         num_classes=node.NUM_CLASSES, in_channels=node.IN_FEATURES,

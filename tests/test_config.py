@@ -1,0 +1,159 @@
+"""Config: defaults, presets, the original toolkit's commands, and one clear line per error."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs.config import build_cfg
+from configs.defaults import get_cfg
+from conftest import REPO
+from engine.optim import OPTIMIZERS
+from utils.errors import UsageError
+from victims import MODELS
+
+PRESETS = sorted(glob.glob(os.path.join(REPO, "configs", "*.yaml")))
+
+
+def test_defaults_are_typed_and_documented():
+    src = open(os.path.join(REPO, "configs", "defaults.py")).read().splitlines()
+
+    def walk(node, prefix=""):
+        for k, v in node.items():
+            if isinstance(v, dict):
+                yield from walk(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+
+    for key, value in walk(get_cfg()):
+        assert value is not None, f"{key} defaults to None"
+        line = next(i for i, s in enumerate(src) if s.startswith(f"_C.{key} ="))
+        j = line - 1
+        while src[j].startswith("_C.") and not src[j].startswith("_C." + key.rsplit(".", 1)[0] + " ="):
+            j -= 1  # keys that belong together share one comment
+        assert src[j].lstrip().startswith("#"), f"{key} has no comment above it"
+
+
+def test_get_cfg_returns_a_copy():
+    a = get_cfg()
+    a.SHADOW.NUM_MODELS = 99
+    assert get_cfg().SHADOW.NUM_MODELS != 99
+
+
+def test_shadows_follow_the_victim_by_default():
+    cfg, derived = build_cfg("", ["VICTIM.TRAIN.NUM_EPOCHS", "7", "VICTIM.MODEL.ARCH", "pytorchcnn"])
+    assert cfg.SHADOW.TRAIN.NUM_EPOCHS == 7 and cfg.SHADOW.MODEL.ARCH == "pytorchcnn"
+    assert cfg.SHADOW.TRAIN.SET_SIZE == cfg.VICTIM.TRAIN.SET_SIZE == 15000
+    assert ("SHADOW.TRAIN.NUM_EPOCHS", 7) in derived
+    cfg, _ = build_cfg("", ["SHADOW.TRAIN.NUM_EPOCHS", "3"])
+    assert cfg.SHADOW.TRAIN.NUM_EPOCHS == 3 and cfg.VICTIM.TRAIN.NUM_EPOCHS != 3
+
+
+def test_original_documented_command_parses():
+    cfg, _ = build_cfg("", ["SHADOW.MODEL.ARCH", "simplecnn", "SHADOW.OPTIMIZER.NAME", "sgd",
+                            "SHADOW.OPTIMIZER.ALPHA", "0.001"])
+    assert cfg.SHADOW.OPTIMIZER.NAME == "sgd" and cfg.SHADOW.OPTIMIZER.ALPHA == 0.001
+
+
+def test_int_for_float_is_coerced_on_purpose():
+    cfg, _ = build_cfg("", ["SHADOW.OPTIMIZER.ALPHA", "1"])
+    assert cfg.SHADOW.OPTIMIZER.ALPHA == 1.0 and isinstance(cfg.SHADOW.OPTIMIZER.ALPHA, float)
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=os.path.basename)
+def test_every_preset_loads_validates_and_builds(preset, tmp_path):
+    cfg, _ = build_cfg(preset, ["OUTPUT_DIR", str(tmp_path)])
+    cfg.freeze()
+    assert cfg.SHADOW.MODEL.ARCH in MODELS and cfg.SHADOW.OPTIMIZER.NAME in OPTIMIZERS
+    text = open(preset).read()
+    assert "OUTPUT_DIR" not in text  # presets hold only what differs, never a machine's path
+
+
+BAD = [
+    (["FOO.BAR", "1"], "unknown config key 'FOO.BAR'"),
+    (["SHADOW.NUM_MODEL", "3"], "did you mean SHADOW.NUM_MODELS"),
+    (["SHADOW.NUM_MODELS", "many"], "SHADOW.NUM_MODELS: expected int"),
+    (["SHADOW.TRAIN.ENABLE", "3"], "SHADOW.TRAIN.ENABLE: expected bool"),
+    (["ATTACKER.MODEL.LAYER_DIMS", "64"], "ATTACKER.MODEL.LAYER_DIMS: expected list"),
+    (["SHADOW.MODEL.ARCH", "resnet"], "SHADOW.MODEL.ARCH: bad value 'resnet'; allowed: pytorchcnn"),
+    (["VICTIM.MODEL.ARCH", "resnet"], "VICTIM.MODEL.ARCH: bad value 'resnet'"),
+    (["ATTACKER.MODEL.ARCH", "svm"], "ATTACKER.MODEL.ARCH: bad value 'svm'; allowed: fcnet"),
+    (["SHADOW.OPTIMIZER.NAME", "rmsprop"], "SHADOW.OPTIMIZER.NAME: bad value 'rmsprop'; allowed: adam"),
+    (["VICTIM.CRITERION", "mse"], "VICTIM.CRITERION: bad value 'mse'; allowed: ce"),
+    (["ATTACKER.CRITERION", "ce"], "ATTACKER.CRITERION: bad value 'ce'; allowed: bce"),
+    (["DATASET.NAME", "mnist"], "DATASET.NAME: unknown dataset 'mnist'; allowed: cifar10"),
+    (["SHADOW.TRAIN.DATASET", "svhn"], "SHADOW.TRAIN.DATASET: bad value 'svhn'"),
+    (["SHADOW.TRAIN.SET_SIZE", "20000"], "SHADOW.TRAIN.SET_SIZE: bad value 20000; allowed: 1 .. 17500"),
+    (["VICTIM.TRAIN.SET_SIZE", "16000"], "VICTIM.TRAIN.SET_SIZE: bad value 16000"),
+    (["DATASET.VICTIM_POOL_SIZE", "50000"], "DATASET.VICTIM_POOL_SIZE: bad value 50000"),
+    (["ATTACKER.VICTIM_CLASSES", "[]"], "ATTACKER.VICTIM_CLASSES: bad value []"),
+    (["ATTACKER.VICTIM_CLASSES", "[0, 12]"], "ATTACKER.VICTIM_CLASSES: bad value [0, 12]"),
+    (["ATTACKER.TEST.LABELS", "[]"], "ATTACKER.TEST.LABELS: bad value []"),
+    (["ATTACKER.VICTIM_CLASSES", "[0, 1]"], "ATTACKER.TEST.LABELS: bad value"),
+    (["ATTACKER.PRED_THRESHOLD", "1.5"], "ATTACKER.PRED_THRESHOLD: bad value 1.5; allowed: a number in [0, 1]"),
+    (["SHADOW.OPTIMIZER.ALPHA", "0"], "SHADOW.OPTIMIZER.ALPHA: bad value 0.0"),
+    (["VICTIM.OPTIMIZER.ALPHA", "-0.1"], "VICTIM.OPTIMIZER.ALPHA: bad value -0.1"),
+    (["VICTIM.TRAIN.NUM_EPOCHS", "0"], "VICTIM.TRAIN.NUM_EPOCHS: bad value 0"),
+    (["SHADOW.TRAIN.BATCH_SIZE", "-5"], "SHADOW.TRAIN.BATCH_SIZE: bad value -5"),
+    (["SHADOW.NUM_MODELS", "0"], "SHADOW.NUM_MODELS: bad value 0"),
+    (["VICTIM.OPTIMIZER.BETAS", "[0.9]"], "VICTIM.OPTIMIZER.BETAS: bad value [0.9]"),
+    (["ATTACKER.TEST.ROUTING", "top"], "ATTACKER.TEST.ROUTING: bad value 'top'; allowed: label, argmax"),
+    (["DEVICE", "tpu"], "DEVICE: bad value 'tpu'"),
+    (["USE_GPU", "0", "DEVICE", "cuda"], "DEVICE: bad value 'cuda'; allowed: cpu or auto while USE_GPU is 0"),
+    (["VICTIM.NUM_CLASSES", "100"], "VICTIM.NUM_CLASSES: bad value 100; allowed: 10 for cifar10"),
+    (["VICTIM.CHECKPOINT", "/no/such/victim.pth"], "VICTIM.CHECKPOINT: bad value '/no/such/victim.pth'"),
+    (["ATTACKER.TEST.CHECKPOINT_DIR", "/no/such/dir"], "ATTACKER.TEST.CHECKPOINT_DIR: bad value"),
+    (["SHADOW.TRAIN.DATA_PATH", "/no/splits.npz"], "SHADOW.TRAIN.DATA_PATH: bad value"),
+    (["SHADOW.NUM_MODELS"], "KEY VALUE pairs"),
+]
+
+
+@pytest.mark.parametrize("opts,message", BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_bad_config_names_key_value_and_allowed(opts, message):
+    with pytest.raises(UsageError) as err:
+        build_cfg("", opts)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_yaml_files(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("SHADOW:\n  NUM_MODELS: [1,\n")
+    with pytest.raises(UsageError, match="not valid YAML at line"):
+        build_cfg(str(broken))
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("SHADOW:\n  NUMMODELS: 3\n")
+    with pytest.raises(UsageError, match=r"unknown config key 'SHADOW.NUMMODELS' \(.*unknown.yaml\)"):
+        build_cfg(str(unknown))
+    with pytest.raises(UsageError, match="cannot read"):
+        build_cfg(str(tmp_path / "absent.yaml"))
+    override = tmp_path / "ok.yaml"
+    override.write_text("SHADOW:\n  NUM_MODELS: 3\n")
+    cfg, _ = build_cfg(str(override), ["SHADOW.NUM_MODELS", "5"])
+    assert cfg.SHADOW.NUM_MODELS == 5  # the command line wins over the file
+
+
+def _cli(*args, cwd=REPO):
+    return subprocess.run([sys.executable, os.path.join(REPO, "run_attack.py"), *args],
+                          capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["SHADOW.TRAIN.SET_SIZE", "99999"], "SHADOW.TRAIN.SET_SIZE"),
+    (["NO.SUCH.KEY", "1"], "unknown config key"),
+    (["--cfg", "/no/such.yaml"], "--cfg"),
+])
+def test_cli_usage_errors_exit_2_with_one_line(args, message, tmp_path):
+    res = _cli(*args, "OUTPUT_DIR", str(tmp_path / "run")) if args[0] != "--cfg" else _cli(*args)
+    assert res.returncode == 2
+    assert res.stderr.startswith("error: ") and message in res.stderr
+    assert "Traceback" not in res.stderr and res.stderr.count("\n") == 1
+    assert not (tmp_path / "run").exists()  # nothing written for a bad config
+
+
+def test_cli_missing_dataset_is_a_usage_error(tmp_path):
+    res = _cli("DATASET.ROOT", str(tmp_path / "nodata"), "DATASET.DOWNLOAD", "False",
+               "OUTPUT_DIR", str(tmp_path / "run"))
+    assert res.returncode == 2 and "DATASET.ROOT" in res.stderr and "Traceback" not in res.stderr

@@ -1,0 +1,128 @@
+"""The whole engine on the real CIFAR-10, small enough for CI; then reuse and resume."""
+
+import csv
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import run_attack
+from attack_models import FCNet
+from conftest import tiny_opts
+from utils.io import load_checkpoint, load_pickle
+from victims import build_model
+
+METRIC_KEYS = {"accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc",
+               "advantage", "tpr_at_fpr"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(data_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert run_attack.main(tiny_opts(data_root, out)) == 0
+    return out
+
+
+def test_outputs_follow_the_contract(tiny_run):
+    out = tiny_run
+    for name in ("config.yaml", "splits.npz", "metrics.json", "scores.csv", "attack.log.tsv",
+                 "victim/checkpoint.pth", "attacker_files/attack_data_train"):
+        assert (out / name).is_file(), name
+    m = json.loads((out / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(m["overall"]) and set(m["overall"]["tpr_at_fpr"]) == {"0.001", "0.01"}
+    assert sorted(m["per_class"], key=int) == [str(k) for k in range(10)]
+    assert all(METRIC_KEYS <= set(v) for v in m["per_class"].values())
+    assert {"train_accuracy", "test_accuracy"} <= set(m["victim"])
+    assert len(m["shadows"]) == 4 and all("test_accuracy" in s for s in m["shadows"])
+    assert {"data", "victim", "shadows", "attack", "evaluate", "total"} <= set(m["timing"])
+    rows = list(csv.DictReader(open(out / "scores.csv")))
+    assert len(rows) == 1000  # balanced: 500 in, 500 out
+    assert {r["membership"] for r in rows} == {"0", "1"}
+    assert set(rows[0]) >= {"index", "membership", "class", "score"}
+    tsv = (out / "attack.log.tsv").read_text().splitlines()
+    assert tsv[0].split("\t")[:3] == ["stage", "model", "epoch"]
+    assert sum(line.startswith("train\tvictim\t") for line in tsv) == 15
+
+
+def test_victim_overfits_and_attack_detects_members(tiny_run):
+    m = json.loads((tiny_run / "metrics.json").read_text())
+    assert m["victim"]["train_accuracy"] > m["victim"]["test_accuracy"] + 0.2
+    # polarity: members score higher; a 500-record victim leaks clearly
+    assert m["overall"]["auc"] > 0.6
+    rows = list(csv.DictReader(open(tiny_run / "scores.csv")))
+    s_in = np.mean([float(r["score"]) for r in rows if r["membership"] == "1"])
+    s_out = np.mean([float(r["score"]) for r in rows if r["membership"] == "0"])
+    assert s_in > s_out
+
+
+def test_attack_data_format(tiny_run):
+    with open(tiny_run / "attacker_files" / "attack_data_train", "rb") as f:
+        store = pickle.load(f)  # a plain pickle any user can read
+    assert sorted(store) == list(range(10))
+    total = 0
+    for entry in store.values():
+        assert entry["data"].dtype == np.float32 and entry["data"].shape[1] == 10
+        np.testing.assert_allclose(entry["data"].sum(1), 1, atol=1e-4)  # posteriors
+        assert set(np.unique(entry["labels"])) == {0, 1}
+        assert (entry["labels"] == 1).sum() == (entry["labels"] == 0).sum()
+        assert sorted(set(entry["shadow"])) == [0, 1, 2, 3]
+        total += len(entry["labels"])
+    assert total == 4 * 2 * 500  # 4 shadows x (500 in + 500 out)
+
+
+def test_checkpoints_load_safely_into_the_architectures(tiny_run):
+    ckpt = load_checkpoint(tiny_run / "victim" / "checkpoint.pth")
+    model = build_model(ckpt["arch"], ckpt["num_classes"], ckpt["in_channels"])
+    model.load_state_dict(ckpt["state_dict"])
+    assert ckpt["metrics"]["train_size"] == 500 and "VICTIM" in ckpt["config"]
+    a = load_checkpoint(tiny_run / "attacker_files" / "attack_model_3" / "checkpoint.pth")
+    FCNet(10, a["layer_dims"]).load_state_dict(a["state_dict"])
+
+
+def test_rerun_reuses_every_stage_and_gives_identical_metrics(tiny_run, data_root):
+    before = json.loads((tiny_run / "metrics.json").read_text())
+    assert run_attack.main(tiny_opts(data_root, tiny_run)) == 0
+    after = json.loads((tiny_run / "metrics.json").read_text())
+    assert after["overall"] == before["overall"] and after["victim"] == before["victim"]
+    assert "reusing 4 shadow" in (tiny_run / "run.log").read_text()
+
+
+def test_changed_shadow_settings_are_refused_not_mixed(tiny_run, data_root, capsys):
+    code = run_attack.main(tiny_opts(data_root, tiny_run, **{"SHADOW.TRAIN.NUM_EPOCHS": "3"}))
+    assert code == 2
+    assert "SHADOW.TRAIN.NUM_EPOCHS: 15 -> 3" in capsys.readouterr().err
+
+
+def test_stage_switches_reuse_stored_artifacts(tiny_run, data_root, tmp_path):
+    # ATTACKER.TRAIN.ENABLE False + another run's attack models, SHADOW.TRAIN.ENABLE False
+    # with no attack data stored: refused with a clear message.
+    opts = tiny_opts(data_root, tmp_path / "other", **{
+        "SHADOW.TRAIN.ENABLE": "False", "ATTACKER.TRAIN.ENABLE": "False",
+        "ATTACKER.TEST.CHECKPOINT_DIR": str(tiny_run / "attacker_files")})
+    assert run_attack.main(opts) == 2
+    # the same run folder, shadows and attack models switched off: evaluation only
+    opts = tiny_opts(data_root, tiny_run, **{"SHADOW.TRAIN.ENABLE": "False",
+                                             "ATTACKER.TRAIN.ENABLE": "False"})
+    assert run_attack.main(opts) == 0
+
+
+def test_crafted_pickle_is_refused_without_running_it(tiny_run, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    bad = tmp_path / "attack_data_train"
+    bad.write_bytes(pickle.dumps({0: {"data": Payload()}}))
+    with pytest.raises(Exception, match="refusing"):
+        load_pickle(bad)
+    assert not marker.exists()
+    bad_ckpt = tmp_path / "checkpoint.pth"
+    torch.save({"state_dict": {}, "x": Payload()}, bad_ckpt)
+    with pytest.raises(Exception, match="refusing checkpoint"):
+        load_checkpoint(bad_ckpt)
+    assert not marker.exists()

@@ -1,0 +1,82 @@
+"""A pack of K models equals K models trained one by one (float64, so rounding is tiny)."""
+
+import copy
+
+import pytest
+import torch
+
+from attack_models import FCNet
+from engine.optim import CRITERIA
+from engine.pack import ModelPack, can_pack
+from engine.trainer import fit, predict, seeded_models
+from victims import MODELS
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def _opt(params, name):
+    if name == "adam":
+        return torch.optim.Adam(params, lr=1e-3, weight_decay=5e-4)
+    return torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4)
+
+
+def _train(models, x, y, idx, seeds, criterion, opt, channels_last):
+    pack = ModelPack(models, channels_last=channels_last)
+    fit(pack, x, y, idx, epochs=2, batch_size=16, optimizer=_opt(pack.parameters(), opt),
+        criterion=criterion, seeds=seeds, prepare=lambda t: t, desc="test")
+    return pack
+
+
+@pytest.mark.parametrize("arch", sorted(MODELS))
+@pytest.mark.parametrize("opt", ["adam", "sgd"])
+def test_pack_training_equals_one_by_one(arch, opt):
+    torch.manual_seed(0)
+    x, y = torch.randn(120, 3, 32, 32), torch.randint(0, 10, (120,))
+    idx = torch.stack([torch.randperm(120)[:40] for _ in range(3)])
+    seeds = [11, 12, 13]
+    build = MODELS[arch]
+    crit = CRITERIA["classifier"]["ce"]
+    pack = _train(seeded_models(build, seeds), x, y, idx, seeds, crit, opt, channels_last=True)
+    for j, seed in enumerate(seeds):
+        alone = _train(seeded_models(build, [seed]), x, y, idx[j:j + 1], [seed], crit, opt,
+                       channels_last=False)
+        a, b = pack.member_state_dicts()[j], alone.member_state_dicts()[0]
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-9, atol=1e-10)
+    # and the members really differ from each other (their own seeds and records)
+    sd = pack.member_state_dicts()
+    assert not torch.allclose(sd[0][next(iter(sd[0]))], sd[1][next(iter(sd[1]))])
+
+
+def test_attack_pack_with_batchnorm_equals_one_by_one():
+    torch.manual_seed(0)
+    x, y = torch.rand(300, 10), torch.randint(0, 2, (300,))
+    idx = torch.arange(300).view(3, 100)
+    seeds = [1, 2, 3]
+    crit = CRITERIA["attack"]["bce"]
+    pack = _train(seeded_models(FCNet, seeds), x, y, idx, seeds, crit, "adam", True)
+    out = predict(pack, x, idx, batch_size=64, prepare=lambda t: t)
+    for j, seed in enumerate(seeds):
+        model = FCNet()
+        model.load_state_dict(pack.member_state_dicts()[j])
+        alone = _train(seeded_models(FCNet, [seed]), x, y, idx[j:j + 1], [seed], crit, "adam",
+                       True)
+        for key, value in alone.member_state_dicts()[0].items():
+            torch.testing.assert_close(model.state_dict()[key], value, rtol=1e-9, atol=1e-10)
+        model.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(model(x[idx[j]]), out[j].to(torch.float64),
+                                       rtol=1e-5, atol=1e-6)
+
+
+def test_unpackable_model_is_refused():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    assert not can_pack(net)
+    with pytest.raises(Exception, match="MODELS_PER_PACK"):
+        ModelPack([copy.deepcopy(net)])
