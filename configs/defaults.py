@@ -99,8 +99,9 @@ _C.SHADOW.TRAIN.CHECKPOINT_DIR = ""
 _C.SHADOW.TRAIN.SET_SIZE = -1
 # Also save every shadow's weights (one .pth each) in CHECKPOINT_DIR.
 _C.SHADOW.TRAIN.SAVE_CHECKPOINTS = False
-# Shadows trained at once as one batched model (torch.func.vmap); results equal
-# one-by-one training up to float rounding. 0: automatic (all on CUDA, 8 on CPU).
+# Shadows trained at once as one grouped model (engine/pack.py); results equal
+# one-by-one training up to float rounding. 0: automatic (up to 64 on CUDA; on CPU up
+# to 8, fewer when that leaves a NUM_WORKERS worker idle).
 _C.SHADOW.TRAIN.MODELS_PER_PACK = 0
 
 # ------------------------------------------------------------------------------------ #
@@ -132,7 +133,7 @@ _C.ATTACKER.TRAIN.ENABLE = True
 # Dataset of the attack training records; must equal DATASET.NAME.
 _C.ATTACKER.TRAIN.DATASET = "cifar10"
 # Epochs and mini-batch size of each attack model.
-_C.ATTACKER.TRAIN.NUM_EPOCHS = 20
+_C.ATTACKER.TRAIN.NUM_EPOCHS = 5
 _C.ATTACKER.TRAIN.BATCH_SIZE = 64
 # Folder for the attack data and attack models; empty: OUTPUT_DIR/attacker_files.
 _C.ATTACKER.TRAIN.CHECKPOINT_DIR = ""
@@ -168,8 +169,9 @@ _C.RNG_SEED = 0
 _C.DEVICE = "auto"
 # Original toolkit's switch: 0 forces the CPU, > 0 allows a GPU.
 _C.USE_GPU = 1
-# Original toolkit's DataLoader workers. Data is tensor-resident here, so there are
-# no loader workers; kept so the original's commands run. Unused.
+# CPU workers (threads of one core each) training shadow packs side by side; the
+# original's DataLoader workers (data is tensor-resident, so no loader needs them).
+# 1: one pack at a time on all NUM_THREADS. Ignored on CUDA (one stream of packs).
 _C.NUM_WORKERS = 2
 # CPU threads for torch; 0: torch's default (one per core).
 _C.NUM_THREADS = 0

@@ -45,6 +45,12 @@ class AttackData:
                 entry[key] = entry[key][keep]
 
     def save(self, path):
+        """Pickle atomically, rows ordered by shadow id (stable), whatever order the shadows
+        finished in."""
+        for entry in self.store.values():
+            order = np.argsort(entry["shadow"], kind="stable")
+            for key in entry:
+                entry[key] = entry[key][order]
         save_pickle(path, self.store)
 
     @classmethod

@@ -21,7 +21,7 @@ def build_classifier_pack(node, cfg, image_size, seeds, device):
     return ModelPack(models, channels_last=channels_last).to(device)
 
 
-def train_classifiers(ctx, data, node, seeds, train_idx, names):
+def train_classifiers(ctx, data, node, seeds, train_idx, names, stop=None):
     """Train a fresh pack (one member per seed) on train_idx ((K, n) numpy train-split
     indices) with node's recipe; one TSV row per member and epoch."""
     pack = build_classifier_pack(node, ctx.cfg, data.image_size, seeds, ctx.device)
@@ -36,7 +36,7 @@ def train_classifiers(ctx, data, node, seeds, train_idx, names):
                batch_size=node.TRAIN.BATCH_SIZE, optimizer=optimizer,
                criterion=get_criterion("classifier", node.CRITERION), seeds=seeds,
                prepare=data.prepare, desc=f"train {names[0]}" + ("+" if len(names) > 1 else ""),
-               on_epoch=on_epoch)
+               on_epoch=on_epoch, stop=stop)
 
 
 def posteriors(pack, x, idx, prepare):

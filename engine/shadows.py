@@ -5,7 +5,11 @@ records (label 0) join the per-class attack data, which is saved atomically: the
 pickle is the commit point, so a crash loses at most the pack in progress.
 """
 
+import math
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -36,7 +40,12 @@ def shadow_name(i):
 
 
 def models_per_pack(cfg, device):
-    return cfg.SHADOW.TRAIN.MODELS_PER_PACK or _AUTO_PACK[device.type]
+    """SHADOW.TRAIN.MODELS_PER_PACK, or when 0 the device's default, lowered so that each
+    CPU worker gets a pack."""
+    if cfg.SHADOW.TRAIN.MODELS_PER_PACK:
+        return cfg.SHADOW.TRAIN.MODELS_PER_PACK
+    workers = 1 if device.type == "cuda" else max(1, cfg.NUM_WORKERS)
+    return max(1, min(_AUTO_PACK[device.type], math.ceil(cfg.SHADOW.NUM_MODELS / workers)))
 
 
 def _open_attack_data(ctx, fp):
@@ -55,8 +64,9 @@ def _open_attack_data(ctx, fp):
     return AttackData(ctx.cfg.ATTACKER.VICTIM_CLASSES, ctx.cfg.VICTIM.NUM_CLASSES)
 
 
-def _train_pack(ctx, data, ids, attack_data):
-    """Train shadows `ids` as one pack; add their records to attack_data; return metrics."""
+def _train_pack(ctx, data, ids, stop=None):
+    """Train shadows `ids` as one pack; return (metrics, records) per member, where records
+    are (posteriors (n, C) float32, true classes (n,), membership (n,) 1/0)."""
     cfg, node = ctx.cfg, ctx.cfg.SHADOW
     labels = data.train_y.cpu().numpy()
     draws = [draw_shadow_records(data.splits, labels, node.TRAIN.SET_SIZE, cfg.RNG_SEED, i)
@@ -64,17 +74,16 @@ def _train_pack(ctx, data, ids, attack_data):
     train_idx, test_idx = (np.stack(d) for d in zip(*draws))
     seeds = [derive_seed(cfg.RNG_SEED, ROLE_SHADOW, i) for i in ids]
     names = [shadow_name(i) for i in ids]
-    pack = train_classifiers(ctx, data, node, seeds, train_idx, names)
+    pack = train_classifiers(ctx, data, node, seeds, train_idx, names, stop=stop)
     probs_in = posteriors(pack, data.train_x, train_idx, data.prepare)
     probs_out = posteriors(pack, data.train_x, test_idx, data.prepare)
     train_acc = accuracy(probs_in, labels[train_idx])
     test_acc = accuracy(probs_out, labels[test_idx])
     states = pack.member_state_dicts() if node.TRAIN.SAVE_CHECKPOINTS else [None] * len(ids)
-    metrics = []
+    results = []
     for j, i in enumerate(ids):
         m = {"shadow": i, "train_accuracy": train_acc[j], "test_accuracy": test_acc[j],
              "train_size": int(train_idx.shape[1]), "seed": seeds[j]}
-        metrics.append(m)
         save_json(os.path.join(node.TRAIN.CHECKPOINT_DIR, f"{names[j]}.json"), m)
         if states[j] is not None:
             save_checkpoint(os.path.join(node.TRAIN.CHECKPOINT_DIR, f"{names[j]}.pth"), states[j],
@@ -84,10 +93,24 @@ def _train_pack(ctx, data, ids, attack_data):
         records = np.concatenate([train_idx[j], test_idx[j]])
         probs = torch.cat([probs_in[j], probs_out[j]]).numpy()
         membership = np.r_[np.ones(train_idx.shape[1]), np.zeros(test_idx.shape[1])]
-        attack_data.add(i, probs, labels[records], membership)
-        ctx.tsv.row(stage="shadow", model=names[j], metric="train_accuracy", value=train_acc[j])
-        ctx.tsv.row(stage="shadow", model=names[j], metric="test_accuracy", value=test_acc[j])
-    return metrics
+        results.append((m, (probs, labels[records], membership)))
+    return results
+
+
+def shadow_workers(cfg, device, num_packs):
+    """Packs trained side by side: NUM_WORKERS threads on CPU (one core each), 1 on CUDA."""
+    return 1 if device.type == "cuda" else max(1, min(cfg.NUM_WORKERS, num_packs))
+
+
+@contextmanager
+def _torch_threads(n):
+    """Run the block with n intra-op threads (process-wide), then restore the old count."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def run_shadows(ctx, data):
@@ -104,17 +127,36 @@ def run_shadows(ctx, data):
             raise UsageError(f"SHADOW.TRAIN.ENABLE is False but {path} holds no attack data; "
                              f"set it True or point OUTPUT_DIR at a run that has shadows")
         n = len(done)
-    packs = [p for p in pack_ranges(n, models_per_pack(cfg, ctx.device)) if not set(p) <= done]
     if done:
         ctx.log.info("reusing %d shadow(s) already in %s", len(done & set(range(n))), path)
-    attack_data.keep_shadows(range(n))
-    for ids in tqdm(packs, desc="shadow packs", unit="pack", dynamic_ncols=True):
-        attack_data.keep_shadows(sorted(done - set(ids)))  # drop a half-counted pack
-        for m in _train_pack(ctx, data, list(ids), attack_data):
-            ctx.log.info("%s: train accuracy %.4f, test accuracy %.4f",
-                         shadow_name(m["shadow"]), m["train_accuracy"], m["test_accuracy"])
-        attack_data.save(path)
-        done |= set(ids)
+    done &= set(range(n))
+    attack_data.keep_shadows(done)  # drops shadows past NUM_MODELS and half-counted packs
+    packs = [p for p in pack_ranges(n, models_per_pack(cfg, ctx.device))
+             if not set(p) <= done]
+    workers = shadow_workers(cfg, ctx.device, len(packs))
+    ctx.log.info("%d shadow(s) to train in %d pack(s), %d side by side",
+                 sum(len(p) for p in packs), len(packs), workers)
+    stop = threading.Event()
+    with _torch_threads(1 if workers > 1 else torch.get_num_threads()), \
+            ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(_train_pack, ctx, data, [i for i in p if i not in done], stop)
+                   for p in packs]
+        try:
+            for fut in tqdm(as_completed(futures), total=len(futures), desc="shadow packs",
+                            unit="pack", dynamic_ncols=True):
+                for m, records in fut.result():
+                    attack_data.add(m["shadow"], *records)
+                    ctx.log.info("%s: train accuracy %.4f, test accuracy %.4f",
+                                 shadow_name(m["shadow"]), m["train_accuracy"],
+                                 m["test_accuracy"])
+                    ctx.tsv.row(stage="shadow", model=shadow_name(m["shadow"]),
+                                metric="test_accuracy", value=m["test_accuracy"])
+                attack_data.save(path)  # the commit point of the pack
+        except BaseException:
+            stop.set()
+            for fut in futures:
+                fut.cancel()
+            raise
     metrics = [load_json(os.path.join(cfg.SHADOW.TRAIN.CHECKPOINT_DIR, f"{shadow_name(i)}.json"))
                for i in range(n)]
     return attack_data, metrics

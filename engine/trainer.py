@@ -13,6 +13,10 @@ from tqdm import tqdm
 from utils.errors import RunError
 
 
+class Interrupted(Exception):
+    """Training stopped from outside (another worker failed, or Ctrl-C)."""
+
+
 def seeded_models(build_fn, seeds):
     """One model per seed, each initialised under torch.manual_seed(seed) (CPU)."""
     models = []
@@ -29,13 +33,14 @@ def _gather(inputs, idx, prepare):
 
 
 def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, optimizer, criterion,
-        seeds, prepare, desc, on_epoch=None):
+        seeds, prepare, desc, on_epoch=None, stop=None):
     """Train every member of `pack` on its row of train_idx ((K, n) int64 on the device).
 
     inputs: (N, ...) tensor on the device; targets: (N,) on the device; criterion maps
     (m, out) logits and (m,) targets to (m,) losses. The loss minimised is the sum over
     members of each member's mean loss. on_epoch(epoch, (K,) mean losses) is called after
-    every epoch. Raises RunError when a loss turns NaN or infinite.
+    every epoch. Raises RunError when a loss turns NaN or infinite, and Interrupted when
+    the threading.Event `stop` is set (checked every step).
     """
     k, n = train_idx.shape
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
@@ -47,6 +52,8 @@ def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, optimizer, crit
         order = train_idx.gather(1, perms.to(train_idx.device))
         total = torch.zeros(k, device=train_idx.device)
         for step in range(steps):
+            if stop is not None and stop.is_set():
+                raise Interrupted(desc)
             idx = order[:, step * batch_size:(step + 1) * batch_size]
             logits = pack(_gather(inputs, idx, prepare))
             losses = criterion(logits.flatten(0, 1), targets[idx].flatten())
