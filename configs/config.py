@@ -33,6 +33,8 @@ _FOLLOW_VICTIM = {
     "SHADOW.TRAIN.SET_SIZE": ("VICTIM.TRAIN.SET_SIZE", -1),
 }
 _ROUTINGS = ("label", "argmax")
+# Largest learning rate accepted: far past any useful one, well inside float32.
+_MAX_LR = 1e6
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -158,6 +160,8 @@ def _check_positive(cfg, keys, follow_ok=False, integer=True, strict=True):
 def _check_optimizer(cfg, prefix, follow):
     _check_name(f"{prefix}.NAME", _get(cfg, f"{prefix}.NAME"), OPTIMIZERS, follow)
     _check_positive(cfg, [f"{prefix}.ALPHA"], follow, integer=False)
+    alpha = _get(cfg, f"{prefix}.ALPHA")
+    _check(alpha <= _MAX_LR, f"{prefix}.ALPHA", alpha, f"a learning rate in (0, {_MAX_LR:g}]")
     _check_positive(cfg, [f"{prefix}.GAMMA", f"{prefix}.MOMENTUM"], follow, integer=False,
                     strict=False)
     betas = _get(cfg, f"{prefix}.BETAS")

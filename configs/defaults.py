@@ -176,6 +176,10 @@ _C.USE_GPU = 1
 _C.NUM_WORKERS = 2
 # CPU threads for torch; 0: torch's default (one per core).
 _C.NUM_THREADS = 0
+# bf16 autocast when training victim and shadows on CUDA (faster on tensor cores;
+# posteriors and weights stay float32, results differ from float32 training by more
+# than rounding). Ignored on CPU.
+_C.MIXED_PRECISION = False
 # Parent folder of run folders, used when OUTPUT_DIR is empty.
 _C.LOG_DIR = "./log/"
 # The run folder; empty: LOG_DIR/<dataset>/<time>_<shadow arch>_<attack arch>.

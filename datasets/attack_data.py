@@ -7,6 +7,7 @@ On disk (a plain pickle, loadable without this toolkit):
 
 import numpy as np
 
+from utils.errors import RunError
 from utils.io import load_pickle, save_pickle
 
 
@@ -55,12 +56,20 @@ class AttackData:
 
     @classmethod
     def load(cls, path):
+        """Read a saved container (safely: containers and arrays only); RunError if the
+        file is not one."""
         store = load_pickle(path)
-        first = next(iter(store.values()))
-        obj = cls(store.keys(), first["data"].shape[1])
-        for c, entry in store.items():
-            obj.store[int(c)] = {"data": np.asarray(entry["data"], np.float32),
-                                 "labels": np.asarray(entry["labels"], np.int64),
-                                 "shadow": np.asarray(entry.get("shadow", np.zeros(
-                                     len(entry["labels"]), np.int64)), np.int64)}
+        try:
+            first = next(iter(store.values()))
+            obj = cls(store.keys(), first["data"].shape[1])
+            for c, entry in store.items():
+                n = len(entry["labels"])
+                shadow = entry["shadow"] if "shadow" in entry else np.zeros(n, np.int64)
+                obj.store[int(c)] = {"data": np.asarray(entry["data"], np.float32),
+                                     "labels": np.asarray(entry["labels"], np.int64),
+                                     "shadow": np.asarray(shadow, np.int64)}
+                if obj.store[int(c)]["data"].shape != (n, obj.num_features) or len(shadow) != n:
+                    raise ValueError(f"class {c}: arrays of different lengths")
+        except (AttributeError, KeyError, TypeError, ValueError, StopIteration) as e:
+            raise RunError(f"refusing {path}: not per-class attack data ({e})") from None
         return obj

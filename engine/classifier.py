@@ -36,7 +36,7 @@ def train_classifiers(ctx, data, node, seeds, train_idx, names, stop=None):
                batch_size=node.TRAIN.BATCH_SIZE, optimizer=optimizer,
                criterion=get_criterion("classifier", node.CRITERION), seeds=seeds,
                prepare=data.prepare, desc=f"train {names[0]}" + ("+" if len(names) > 1 else ""),
-               on_epoch=on_epoch, stop=stop)
+               on_epoch=on_epoch, stop=stop, amp=ctx.cfg.MIXED_PRECISION)
 
 
 def posteriors(pack, x, idx, prepare):

@@ -91,7 +91,8 @@ def build_data(ctx):
     splits["victim_train"] = sample_victim_train(splits["victim_pool"], train_y,
                                                  cfg.VICTIM.TRAIN.SET_SIZE, cfg.RNG_SEED)
     splits.update(_load_eval(cfg, splits["victim_train"], train_y, test_y))
-    save_npz(ctx.path(SPLITS_FILE), **splits)
+    if ctx.dist.is_main:
+        save_npz(ctx.path(SPLITS_FILE), **splits)
     ctx.log.info("splits: %s", {k: len(v) for k, v in splits.items()})
     info = get_dataset_info(cfg.DATASET.NAME)
     return RunData(train_x=raw["train_x"].to(device), train_y=raw["train_y"].to(device),

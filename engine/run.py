@@ -10,6 +10,7 @@ from engine.evaluate import SCORES_FILE, evaluate, scores_csv
 from engine.setup import StageTimer, setup_run
 from engine.shadows import run_shadows
 from engine.victim import run_victim
+from utils.distributed import shutdown_distributed
 from utils.fingerprint import digest, fingerprint
 from utils.io import save_json, save_text
 from utils.runtime import versions
@@ -18,15 +19,20 @@ METRICS_FILE = "metrics.json"
 
 
 def run(cfg, derived=()):
-    """Run every enabled stage for a frozen cfg; return the metrics dict (also saved)."""
+    """Run every enabled stage for a frozen cfg; return the metrics dict (also saved).
+    Under torchrun, every rank trains a share of the shadows; rank 0 does the rest."""
     start = time.perf_counter()
     ctx = setup_run(cfg, derived)
     with StageTimer(ctx, "data"):
         data = build_data(ctx)
-    with StageTimer(ctx, "victim"):
-        victim, victim_metrics = run_victim(ctx, data)
+    if ctx.dist.is_main:
+        with StageTimer(ctx, "victim"):
+            victim, victim_metrics = run_victim(ctx, data)
     with StageTimer(ctx, "shadows"):
         attack_data, shadow_metrics = run_shadows(ctx, data)
+    shutdown_distributed(ctx.dist)
+    if not ctx.dist.is_main:  # under torchrun, other ranks only train their shadows
+        return None
     with StageTimer(ctx, "attack"):
         models = run_attack_training(ctx, attack_data)
     results = {"victim": victim_metrics, "shadows": shadow_metrics}

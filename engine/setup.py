@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from utils.distributed import DistInfo, setup_distributed
 from utils.errors import UsageError
 from utils.io import save_text
-from utils.logging import TsvLog, setup_logger
+from utils.logging import NullTsv, TsvLog, setup_logger
 from utils.runtime import setup_device, setup_threads, versions
 
 CONFIG_FILE = "config.yaml"
@@ -27,6 +28,7 @@ class RunContext:
     out_dir: str
     log: object
     tsv: TsvLog
+    dist: DistInfo = field(default_factory=DistInfo)
     timing: dict = field(default_factory=dict)
 
     def path(self, *parts):
@@ -50,20 +52,28 @@ def _check_output_dir(out_dir):
 
 
 def setup_run(cfg, derived):
-    """Create/reuse the run folder, write config.yaml, start logs; return the RunContext."""
+    """Create/reuse the run folder, write config.yaml, start logs; return the RunContext.
+    Under torchrun only rank 0 writes the folder; other ranks log to stdout."""
     out_dir = cfg.OUTPUT_DIR
-    _check_output_dir(out_dir)
     device = setup_device(cfg.DEVICE, cfg.USE_GPU)
+    dist = setup_distributed(device.type)
+    if device.type == "cuda" and dist.world_size > 1:
+        device = torch.device("cuda", dist.local_rank)
     setup_threads(cfg.NUM_THREADS)
+    if not dist.is_main:
+        log = setup_logger(None, prefix=f"[rank {dist.rank}] ")
+        return RunContext(cfg=cfg, device=device, out_dir=out_dir, log=log, tsv=NullTsv(),
+                          dist=dist)
+    _check_output_dir(out_dir)
     save_text(os.path.join(out_dir, CONFIG_FILE), cfg.dump())
     log = setup_logger(out_dir)
-    log.info("run folder %s  device %s  torch threads %d", out_dir, device,
-             torch.get_num_threads())
+    log.info("run folder %s  device %s  torch threads %d  processes %d", out_dir, device,
+             torch.get_num_threads(), dist.world_size)
     for key, value in derived:
         log.info("derived %s = %s", key, value)
     log.info("versions %s", versions())
     return RunContext(cfg=cfg, device=device, out_dir=out_dir, log=log,
-                      tsv=TsvLog(os.path.join(out_dir, TSV_FILE)))
+                      tsv=TsvLog(os.path.join(out_dir, TSV_FILE)), dist=dist)
 
 
 class StageTimer:

@@ -8,7 +8,7 @@ pickle is the commit point, so a crash loses at most the pack in progress.
 import math
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
@@ -18,6 +18,7 @@ from tqdm import tqdm
 from datasets import AttackData
 from engine.classifier import accuracy, posteriors, train_classifiers
 from shadow_models import draw_shadow_records, pack_ranges
+from utils.distributed import broadcast_from_main, gather_to_main
 from utils.errors import UsageError
 from utils.fingerprint import differing_keys, fingerprint
 from utils.io import load_json, save_checkpoint, save_json
@@ -39,13 +40,14 @@ def shadow_name(i):
     return f"shadow_{i:03d}"
 
 
-def models_per_pack(cfg, device):
-    """SHADOW.TRAIN.MODELS_PER_PACK, or when 0 the device's default, lowered so that each
-    CPU worker gets a pack."""
+def models_per_pack(ctx):
+    """SHADOW.TRAIN.MODELS_PER_PACK, or when 0 the device's default, lowered so that every
+    worker of every process gets a pack."""
+    cfg = ctx.cfg
     if cfg.SHADOW.TRAIN.MODELS_PER_PACK:
         return cfg.SHADOW.TRAIN.MODELS_PER_PACK
-    workers = 1 if device.type == "cuda" else max(1, cfg.NUM_WORKERS)
-    return max(1, min(_AUTO_PACK[device.type], math.ceil(cfg.SHADOW.NUM_MODELS / workers)))
+    slots = shadow_workers(cfg, ctx.device) * ctx.dist.world_size
+    return max(1, min(_AUTO_PACK[ctx.device.type], math.ceil(cfg.SHADOW.NUM_MODELS / slots)))
 
 
 def _open_attack_data(ctx, fp):
@@ -65,8 +67,8 @@ def _open_attack_data(ctx, fp):
 
 
 def _train_pack(ctx, data, ids, stop=None):
-    """Train shadows `ids` as one pack; return (metrics, records) per member, where records
-    are (posteriors (n, C) float32, true classes (n,), membership (n,) 1/0)."""
+    """Train shadows `ids` as one pack; return [(metrics, records)] per member, records
+    being (posteriors (n, C) float32, true classes (n,), membership (n,) 1/0)."""
     cfg, node = ctx.cfg, ctx.cfg.SHADOW
     labels = data.train_y.cpu().numpy()
     draws = [draw_shadow_records(data.splits, labels, node.TRAIN.SET_SIZE, cfg.RNG_SEED, i)
@@ -84,8 +86,7 @@ def _train_pack(ctx, data, ids, stop=None):
     for j, i in enumerate(ids):
         m = {"shadow": i, "train_accuracy": train_acc[j], "test_accuracy": test_acc[j],
              "train_size": int(train_idx.shape[1]), "seed": seeds[j]}
-        save_json(os.path.join(node.TRAIN.CHECKPOINT_DIR, f"{names[j]}.json"), m)
-        if states[j] is not None:
+        if states[j] is not None:  # written by the process that trained it
             save_checkpoint(os.path.join(node.TRAIN.CHECKPOINT_DIR, f"{names[j]}.pth"), states[j],
                             arch=node.MODEL.ARCH, num_classes=cfg.VICTIM.NUM_CLASSES,
                             in_channels=cfg.VICTIM.IN_FEATURES, image_size=data.image_size,
@@ -97,9 +98,10 @@ def _train_pack(ctx, data, ids, stop=None):
     return results
 
 
-def shadow_workers(cfg, device, num_packs):
-    """Packs trained side by side: NUM_WORKERS threads on CPU (one core each), 1 on CUDA."""
-    return 1 if device.type == "cuda" else max(1, min(cfg.NUM_WORKERS, num_packs))
+def shadow_workers(cfg, device):
+    """Packs one process trains side by side: NUM_WORKERS threads on CPU (one core
+    each), 1 on CUDA."""
+    return 1 if device.type == "cuda" else max(1, cfg.NUM_WORKERS)
 
 
 @contextmanager
@@ -113,50 +115,80 @@ def _torch_threads(n):
         torch.set_num_threads(old)
 
 
-def run_shadows(ctx, data):
-    """Per-class AttackData from SHADOW.NUM_MODELS shadows (reusing those already done)
-    and the list of per-shadow metrics."""
-    cfg = ctx.cfg
-    n = cfg.SHADOW.NUM_MODELS
-    fp = fingerprint(cfg, SHADOW_KEYS, exclude=_SHADOW_EXCLUDE)
-    attack_data = _open_attack_data(ctx, fp)
-    path = os.path.join(cfg.ATTACKER.TRAIN.CHECKPOINT_DIR, ATTACK_DATA_FILE)
-    done = set(attack_data.shadow_ids())
-    if not cfg.SHADOW.TRAIN.ENABLE:
-        if not done:
-            raise UsageError(f"SHADOW.TRAIN.ENABLE is False but {path} holds no attack data; "
-                             f"set it True or point OUTPUT_DIR at a run that has shadows")
-        n = len(done)
-    if done:
-        ctx.log.info("reusing %d shadow(s) already in %s", len(done & set(range(n))), path)
-    done &= set(range(n))
-    attack_data.keep_shadows(done)  # drops shadows past NUM_MODELS and half-counted packs
-    packs = [p for p in pack_ranges(n, models_per_pack(cfg, ctx.device))
-             if not set(p) <= done]
-    workers = shadow_workers(cfg, ctx.device, len(packs))
-    ctx.log.info("%d shadow(s) to train in %d pack(s), %d side by side",
-                 sum(len(p) for p in packs), len(packs), workers)
+def _train_packs(ctx, data, packs):
+    """Train `packs` side by side in worker threads; [(metrics, records)] of them all."""
+    workers = min(shadow_workers(ctx.cfg, ctx.device), max(len(packs), 1))
     stop = threading.Event()
     with _torch_threads(1 if workers > 1 else torch.get_num_threads()), \
             ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(_train_pack, ctx, data, [i for i in p if i not in done], stop)
-                   for p in packs]
+        futures = [pool.submit(_train_pack, ctx, data, list(p), stop) for p in packs]
         try:
-            for fut in tqdm(as_completed(futures), total=len(futures), desc="shadow packs",
-                            unit="pack", dynamic_ncols=True):
-                for m, records in fut.result():
-                    attack_data.add(m["shadow"], *records)
-                    ctx.log.info("%s: train accuracy %.4f, test accuracy %.4f",
-                                 shadow_name(m["shadow"]), m["train_accuracy"],
-                                 m["test_accuracy"])
-                    ctx.tsv.row(stage="shadow", model=shadow_name(m["shadow"]),
-                                metric="test_accuracy", value=m["test_accuracy"])
-                attack_data.save(path)  # the commit point of the pack
+            return [r for fut in futures for r in fut.result()]
         except BaseException:
             stop.set()
             for fut in futures:
                 fut.cancel()
             raise
+
+
+def _plan(ctx, attack_data, path):
+    """(number of shadows, packs still to train); rank 0 decides, every rank learns it."""
+    cfg = ctx.cfg
+    n, packs = cfg.SHADOW.NUM_MODELS, None
+    if ctx.dist.is_main:
+        done = set(attack_data.shadow_ids())
+        if not cfg.SHADOW.TRAIN.ENABLE:
+            if not done:
+                raise UsageError(f"SHADOW.TRAIN.ENABLE is False but {path} holds no attack "
+                                 f"data; set it True or point OUTPUT_DIR at a run with shadows")
+            n = len(done)
+        if done:
+            ctx.log.info("reusing %d shadow(s) already in %s", len(done & set(range(n))), path)
+        attack_data.keep_shadows(done & set(range(n)))  # NUM_MODELS may have shrunk
+        packs = [list(p) for p in pack_ranges(n, models_per_pack(ctx))
+                 if not set(p) <= done]
+    return broadcast_from_main((n, packs), ctx.dist)
+
+
+def run_shadows(ctx, data):
+    """Per-class AttackData from SHADOW.NUM_MODELS shadows (reusing those already done)
+    and the per-shadow metrics (rank 0; other ranks train their share, return None).
+
+    Packs go out in rounds: each of the W processes takes NUM_WORKERS packs a round;
+    rank 0 gathers the round, writes each shadow's metrics, then saves the attack data.
+    """
+    cfg, dist = ctx.cfg, ctx.dist
+    fp = fingerprint(cfg, SHADOW_KEYS, exclude=_SHADOW_EXCLUDE)
+    path = os.path.join(cfg.ATTACKER.TRAIN.CHECKPOINT_DIR, ATTACK_DATA_FILE)
+    attack_data = _open_attack_data(ctx, fp) if dist.is_main else None
+    n, packs = _plan(ctx, attack_data, path)
+    per_rank = shadow_workers(cfg, ctx.device)
+    per_round = per_rank * dist.world_size
+    ctx.log.info("%d shadow(s) to train in %d pack(s); %d process(es) x %d pack(s) at a time",
+                 sum(map(len, packs)), len(packs), dist.world_size, per_rank)
+    for start in tqdm(range(0, len(packs), per_round), desc="shadow rounds", unit="round",
+                      dynamic_ncols=True, disable=not dist.is_main):
+        mine = packs[start + dist.rank * per_rank:start + (dist.rank + 1) * per_rank]
+        gathered = gather_to_main(_train_packs(ctx, data, mine), dist)
+        if dist.is_main:
+            _commit(ctx, attack_data, path, [r for rank in gathered for r in rank])
+    if not dist.is_main:
+        return None, None
     metrics = [load_json(os.path.join(cfg.SHADOW.TRAIN.CHECKPOINT_DIR, f"{shadow_name(i)}.json"))
                for i in range(n)]
     return attack_data, metrics
+
+
+def _commit(ctx, attack_data, path, results):
+    """Add finished shadows to the attack data, their metrics first, then save it: the
+    saved pickle is the commit point."""
+    for m, records in sorted(results, key=lambda r: r[0]["shadow"]):
+        name = shadow_name(m["shadow"])
+        save_json(os.path.join(ctx.cfg.SHADOW.TRAIN.CHECKPOINT_DIR, f"{name}.json"), m)
+        attack_data.add(m["shadow"], *records)
+        ctx.log.info("%s: train accuracy %.4f, test accuracy %.4f", name,
+                     m["train_accuracy"], m["test_accuracy"])
+        ctx.tsv.row(stage="shadow", model=name, metric="train_accuracy",
+                    value=m["train_accuracy"])
+        ctx.tsv.row(stage="shadow", model=name, metric="test_accuracy", value=m["test_accuracy"])
+    attack_data.save(path)

@@ -33,18 +33,21 @@ def _gather(inputs, idx, prepare):
 
 
 def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, optimizer, criterion,
-        seeds, prepare, desc, on_epoch=None, stop=None):
+        seeds, prepare, desc, on_epoch=None, stop=None, amp=False):
     """Train every member of `pack` on its row of train_idx ((K, n) int64 on the device).
 
     inputs: (N, ...) tensor on the device; targets: (N,) on the device; criterion maps
     (m, out) logits and (m,) targets to (m,) losses. The loss minimised is the sum over
     members of each member's mean loss. on_epoch(epoch, (K,) mean losses) is called after
     every epoch. Raises RunError when a loss turns NaN or infinite, and Interrupted when
-    the threading.Event `stop` is set (checked every step).
+    the threading.Event `stop` is set (checked every step). amp: bf16 autocast of the
+    forward pass (CUDA only; the loss and the weights stay float32).
     """
     k, n = train_idx.shape
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     steps = math.ceil(n / batch_size)
+    device_type = train_idx.device.type
+    amp = amp and device_type == "cuda"
     pack.train()
     bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False, dynamic_ncols=True)
     for epoch in bar:
@@ -55,8 +58,9 @@ def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, optimizer, crit
             if stop is not None and stop.is_set():
                 raise Interrupted(desc)
             idx = order[:, step * batch_size:(step + 1) * batch_size]
-            logits = pack(_gather(inputs, idx, prepare))
-            losses = criterion(logits.flatten(0, 1), targets[idx].flatten())
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
+                logits = pack(_gather(inputs, idx, prepare))
+            losses = criterion(logits.float().flatten(0, 1), targets[idx].flatten())
             member_loss = losses.view(k, -1).mean(1)
             optimizer.zero_grad(set_to_none=True)
             member_loss.sum().backward()

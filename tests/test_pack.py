@@ -48,7 +48,7 @@ def test_pack_training_equals_one_by_one(arch, opt):
                        channels_last=False)
         a, b = pack.member_state_dicts()[j], alone.member_state_dicts()[0]
         for key in a:
-            torch.testing.assert_close(a[key], b[key], rtol=1e-9, atol=1e-10)
+            torch.testing.assert_close(a[key], b[key], rtol=1e-7, atol=1e-9)
     # and the members really differ from each other (their own seeds and records)
     sd = pack.member_state_dicts()
     assert not torch.allclose(sd[0][next(iter(sd[0]))], sd[1][next(iter(sd[1]))])
@@ -68,7 +68,7 @@ def test_attack_pack_with_batchnorm_equals_one_by_one():
         alone = _train(seeded_models(FCNet, [seed]), x, y, idx[j:j + 1], [seed], crit, "adam",
                        True)
         for key, value in alone.member_state_dicts()[0].items():
-            torch.testing.assert_close(model.state_dict()[key], value, rtol=1e-9, atol=1e-10)
+            torch.testing.assert_close(model.state_dict()[key], value, rtol=1e-7, atol=1e-9)
         model.eval()
         with torch.no_grad():
             torch.testing.assert_close(model(x[idx[j]]), out[j].to(torch.float64),

@@ -7,16 +7,19 @@ import sys
 _LOGGER = "mia"
 
 
-def setup_logger(run_dir):
-    """The toolkit's logger, writing to stdout and to run_dir/run.log (appending)."""
+def setup_logger(run_dir, prefix=""):
+    """The toolkit's logger, writing to stdout and (unless run_dir is None) appending to
+    run_dir/run.log."""
     log = logging.getLogger(_LOGGER)
     log.setLevel(logging.INFO)
     for h in list(log.handlers):
         log.removeHandler(h)
         h.close()
-    fmt = logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S")
-    for handler in (logging.StreamHandler(sys.stdout),
-                    logging.FileHandler(os.path.join(run_dir, "run.log"))):
+    fmt = logging.Formatter(f"{prefix}[%(asctime)s] %(message)s", "%H:%M:%S")
+    handlers = [logging.StreamHandler(sys.stdout)]
+    if run_dir is not None:
+        handlers.append(logging.FileHandler(os.path.join(run_dir, "run.log")))
+    for handler in handlers:
         handler.setFormatter(fmt)
         log.addHandler(handler)
     log.propagate = False
@@ -43,3 +46,10 @@ class TsvLog:
         text = "\t".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in values)
         with open(self.path, "a") as f:
             f.write(text + "\n")
+
+
+class NullTsv:
+    """TsvLog's interface for processes that keep no log (ranks other than 0)."""
+
+    def row(self, **fields):
+        pass

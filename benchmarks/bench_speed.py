@@ -1,0 +1,189 @@
+"""Speed benchmark (issue 3): shadow training throughput against the original toolkit's
+way of feeding data, the machine's FLOP limit, attack-model training, and per-stage
+seconds and peak memory of whole runs. All figures come from one run on one machine.
+
+    python -m benchmarks.bench_speed --root ../shared/data [--runs quick default]
+
+(a) original feeding: per-image PIL conversion + ToTensor + Normalize through a
+    DataLoader with 2 workers, one SimpleCNN, batch 64 (as the original toolkit);
+(b) ours: tensor-resident data, index-slice batches, shadows trained in packs
+    (engine/pack.py), NUM_WORKERS packs side by side, exactly the engine's code path.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from attack_models import FCNet
+from datasets import load_dataset
+from engine.data import make_prepare
+from engine.optim import CRITERIA
+from engine.pack import ModelPack
+from engine.trainer import fit, seeded_models
+from victims import MODELS
+
+_MEAN, _STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+_CE = CRITERIA["classifier"]["ce"]
+
+
+class _PilCifar(torch.utils.data.Dataset):
+    """The original's dataset: one PIL image and its transforms per __getitem__."""
+
+    def __init__(self, x, y):
+        import torchvision.transforms as T
+
+        self.x, self.y = x.permute(0, 2, 3, 1).numpy(), y.numpy()
+        self.tf = T.Compose([T.ToTensor(), T.Normalize(_MEAN, _STD)])
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        return self.tf(Image.fromarray(self.x[i])), int(self.y[i])
+
+
+def original_feeding(x, y, steps):
+    """img/s of one SimpleCNN fed by a 2-worker DataLoader of per-image PIL transforms."""
+    torch.set_num_threads(2)
+    model = MODELS["simplecnn"]()
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    loader = torch.utils.data.DataLoader(_PilCifar(x, y), batch_size=64, shuffle=True,
+                                         num_workers=2, persistent_workers=False)
+    it, seen = iter(loader), 0
+    for _ in range(5):  # warm-up: workers started
+        next(it)
+    start = time.perf_counter()
+    for _ in range(steps):
+        xb, yb = next(it)
+        loss = torch.nn.functional.cross_entropy(model(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        seen += len(yb)
+    return seen / (time.perf_counter() - start)
+
+
+def packed_training(x, y, models_per_pack, workers, records, epochs):
+    """img/s of `workers` packs of `models_per_pack` shadows trained side by side."""
+    prepare = make_prepare(_MEAN, _STD, torch.device("cpu"))
+    old = torch.get_num_threads()
+    torch.set_num_threads(1 if workers > 1 else old)
+
+    def train(w):
+        seeds = [w * 100 + j for j in range(models_per_pack)]
+        pack = ModelPack(seeded_models(MODELS["simplecnn"], seeds),
+                         channels_last=models_per_pack > 1)
+        gen = torch.Generator().manual_seed(w)
+        idx = torch.stack([torch.randperm(len(y), generator=gen)[:records] for _ in seeds])
+        fit(pack, x, y, idx, epochs=epochs, batch_size=64,
+            optimizer=torch.optim.Adam(pack.parameters(), 1e-3), criterion=_CE, seeds=seeds,
+            prepare=prepare, desc=f"pack {w}")
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=train, args=(w,)) for w in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - start
+    torch.set_num_threads(old)
+    return workers * models_per_pack * records * epochs / seconds
+
+
+def flop_limit():
+    """(training FLOP per image of SimpleCNN, fp32 matmul FLOP/s here, images/s limit)."""
+    model = MODELS["simplecnn"]()
+    xb, yb = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.functional.cross_entropy(model(xb), yb).backward()
+    per_image = counter.get_total_flops() / 64
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    for _ in range(3):
+        a @ b
+    reps, start = 20, time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    flops = reps * 2 * 2048 ** 3 / (time.perf_counter() - start)
+    return per_image, flops, flops / per_image
+
+
+def attack_training(one_by_one):
+    """Seconds to train 10 fcnet attack models (30000 records each, 1 epoch, batch 64)."""
+    x, y = torch.rand(10 * 30000, 10), torch.randint(0, 2, (10 * 30000,))
+    idx = torch.arange(len(y)).view(10, 30000)
+    groups = [[k] for k in range(10)] if one_by_one else [list(range(10))]
+    start = time.perf_counter()
+    for g in groups:
+        pack = ModelPack(seeded_models(FCNet, g))
+        fit(pack, x, y, idx[g], epochs=1, batch_size=64,
+            optimizer=torch.optim.Adam(pack.parameters(), 1e-4),
+            criterion=CRITERIA["attack"]["bce"], seeds=g, prepare=lambda t: t, desc="attack")
+    return time.perf_counter() - start
+
+
+def whole_run(root, preset):
+    """(metrics.json timing, peak RSS in GiB of the largest child so far, AUC) of
+    `python run_attack.py` with a preset."""
+    with tempfile.TemporaryDirectory() as out:
+        args = [sys.executable, "run_attack.py", "DATASET.ROOT", root, "OUTPUT_DIR", out]
+        if preset != "default":
+            args[2:2] = ["--cfg", f"configs/{preset}.yaml"]
+        subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        with open(os.path.join(out, "metrics.json")) as f:
+            m = json.load(f)
+    return m["timing"], peak / 2**20, m["overall"]["auc"]  # ru_maxrss is in KiB
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--root", default="./data", help="DATASET.ROOT")
+    p.add_argument("--runs", nargs="*", default=["quick", "default"],
+                   help="whole runs to time (quick, default, or a preset name)")
+    p.add_argument("--steps", type=int, default=150,
+                   help="mini-batches per model measured")
+    args = p.parse_args(argv)
+    data = load_dataset("cifar10", args.root, False)
+    x, y = data["train_x"], data["train_y"]
+    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    per_image, flops, limit = flop_limit()
+    print(f"SimpleCNN training: {per_image / 1e6:.2f} MFLOP/image; fp32 matmul "
+          f"{flops / 1e9:.0f} GFLOP/s -> limit {limit:,.0f} img/s")
+    orig = original_feeding(x, y, args.steps)
+    print(f"(a) original feeding (PIL per image, DataLoader 2 workers): {orig:,.0f} img/s")
+    records = 64 * args.steps
+    best = None
+    for k, w in ((1, 1), (8, 1), (4, 2), (8, 2)):
+        rate = packed_training(x, y, k, w, records, 1)
+        print(f"    packs of {k} shadows x {w} worker(s): {rate:,.0f} img/s")
+        best = max(best or (0,), (rate, k, w))
+    rate, k, w = best
+    print(f"(b) ours, best ({k} per pack x {w} workers): {rate:,.0f} img/s = "
+          f"{rate / orig:.1f}x the original feeding, {rate / limit:.0%} of the FLOP limit")
+    seq, grouped = attack_training(True), attack_training(False)
+    print(f"10 attack models, 1 epoch on 30000 records each: one by one {seq:.1f} s, "
+          f"as one pack {grouped:.1f} s ({seq / grouped:.1f}x)")
+    for preset in args.runs:
+        timing, peak, auc = whole_run(args.root, preset)
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in timing.items() if k != "total")
+        share = (timing.get("attack", 0) + timing.get("evaluate", 0)) / timing["total"]
+        print(f"run '{preset}': total {timing['total']:.1f} s ({stages}); attack+evaluate "
+              f"{share:.1%} of total; peak memory {peak:.2f} GB; AUC {auc:.3f}")
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()

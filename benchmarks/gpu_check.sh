@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The device-machine check (issue 3), one command: the GPU fleet benchmark, then the
+# default run end to end on CUDA over random-pixel CIFAR-10 files (timing only).
+# Usage there: bash benchmarks/gpu_check.sh OUT_DIR   (yacs comes as a wheel in .whl/)
+set -uo pipefail
+out=${1:-/tmp/gpu_out}
+mkdir -p "$out"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+python3 -m benchmarks.bench_gpu_fleet --probe-epochs 1 2>/dev/null | tee "$out/fleet.txt"
+python3 -m benchmarks.write_fake_cifar /tmp/fake >/dev/null
+[ "${FLEET_ONLY:-0}" = 1 ] && exit 0
+python3 run_attack.py DATASET.ROOT /tmp/fake OUTPUT_DIR /tmp/gpu_default 2>/dev/null | tail -20 | tee "$out/default_run.txt"
+cp /tmp/gpu_default/metrics.json "$out/default_metrics.json" 2>/dev/null
