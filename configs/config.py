@@ -15,6 +15,7 @@ import yaml
 from attack_models import ATTACK_MODELS
 from configs.defaults import get_cfg
 from datasets import DATASETS, get_dataset_info
+from engine.methods import METHODS, NEEDS_RANDOM_HALF
 from engine.optim import CRITERIA, OPTIMIZERS
 from utils.errors import UsageError
 from victims import MODELS
@@ -33,6 +34,7 @@ _FOLLOW_VICTIM = {
     "SHADOW.TRAIN.SET_SIZE": ("VICTIM.TRAIN.SET_SIZE", -1),
 }
 _ROUTINGS = ("label", "argmax")
+_SAMPLINGS = ("disjoint", "random_half")
 # Largest learning rate accepted: far past any useful one, well inside float32.
 _MAX_LR = 1e6
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -231,6 +233,21 @@ def assert_cfg(cfg):
            "a list of positive integers (hidden layer widths)")
     _check(0.0 <= cfg.ATTACKER.PRED_THRESHOLD <= 1.0, "ATTACKER.PRED_THRESHOLD",
            cfg.ATTACKER.PRED_THRESHOLD, "a number in [0, 1]")
+    methods = cfg.ATTACKER.METHODS
+    _check(len(methods) > 0 and len(set(methods)) == len(methods)
+           and all(m in METHODS for m in methods), "ATTACKER.METHODS", methods,
+           "a non-empty list of distinct names from " + ", ".join(METHODS))
+    _check(cfg.SHADOW.SAMPLING in _SAMPLINGS, "SHADOW.SAMPLING", cfg.SHADOW.SAMPLING,
+           ", ".join(_SAMPLINGS))
+    needs = [m for m in methods if m in NEEDS_RANDOM_HALF]
+    _check(not needs or cfg.SHADOW.SAMPLING == "random_half", "SHADOW.SAMPLING",
+           cfg.SHADOW.SAMPLING, f"random_half for ATTACKER.METHODS {needs}")
+    _check_positive(cfg, ["ATTACKER.RMIA.NUM_POPULATION"])
+    _check_positive(cfg, ["ATTACKER.TEST.BOOTSTRAP"], strict=False)
+    _check(0.0 <= cfg.ATTACKER.RMIA.OFFLINE_A <= 1.0, "ATTACKER.RMIA.OFFLINE_A",
+           cfg.ATTACKER.RMIA.OFFLINE_A, "a number in [0, 1]")
+    _check(cfg.ATTACKER.RMIA.GAMMA > 0, "ATTACKER.RMIA.GAMMA", cfg.ATTACKER.RMIA.GAMMA,
+           "a number > 0")
     _check(cfg.ATTACKER.TEST.ROUTING in _ROUTINGS, "ATTACKER.TEST.ROUTING",
            cfg.ATTACKER.TEST.ROUTING, ", ".join(_ROUTINGS))
     _check(bool(_DEVICE_RE.match(cfg.DEVICE)), "DEVICE", cfg.DEVICE, "auto, cpu, cuda, cuda:N")

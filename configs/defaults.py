@@ -98,6 +98,11 @@ _C.SHADOW.TRAIN.CHECKPOINT_DIR = ""
 # Records each shadow draws from each pool half (train "in" and test "out");
 # -1: as VICTIM.TRAIN.SET_SIZE. At most half the shadow pool.
 _C.SHADOW.TRAIN.SET_SIZE = -1
+# How shadows draw their records. disjoint (Shokri et al.): SET_SIZE "in" records from
+# one pool half and as many "out" from the other. random_half (LiRA, RMIA): each shadow
+# trains on a random half of a population made of the evaluated records (plus shadow-pool
+# records up to 2 x SET_SIZE), so each evaluated record is "in" for about half the shadows.
+_C.SHADOW.SAMPLING = "disjoint"
 # Also save every shadow's weights (one .pth each) in CHECKPOINT_DIR.
 _C.SHADOW.TRAIN.SAVE_CHECKPOINTS = False
 # Shadows trained at once as one grouped model (engine/pack.py); results equal
@@ -109,6 +114,14 @@ _C.SHADOW.TRAIN.MODELS_PER_PACK = 0
 # ATTACKER: attack_models/ (one membership classifier per victim class)
 # ------------------------------------------------------------------------------------ #
 _C.ATTACKER = CN()
+# Methods to run on the same victim and shadows, each a column of scores.csv and a row of
+# report.md: shokri (per-class neural attack); loss, confidence, entropy,
+# modified_entropy, correctness (per-class thresholds, Song & Mittal 2021); ml_leaks
+# (top-3 posteriors, Salem et al. 2019); lira_online, lira_offline, lira_online_fixed,
+# lira_offline_fixed (Carlini et al. 2022; "_fixed": one global variance); rmia (offline,
+# Zarifzadeh et al. 2024). lira_* and rmia need SHADOW.SAMPLING random_half. The first
+# method fills metrics.json's overall/per_class and scores.csv's score column.
+_C.ATTACKER.METHODS = ["shokri"]
 # Classes that get an attack model; records of other classes are left out.
 _C.ATTACKER.VICTIM_CLASSES = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
 _C.ATTACKER.MODEL = CN()
@@ -157,9 +170,21 @@ _C.ATTACKER.TEST.CHECKPOINT_DIR = ""
 # Which attack model scores a record: label (its true class, as the paper) or
 # argmax (the victim's top class, as the original README describes).
 _C.ATTACKER.TEST.ROUTING = "label"
+# Bootstrap resamples for the 95 % interval of each method's AUC; 0: none.
+_C.ATTACKER.TEST.BOOTSTRAP = 200
 # True: as many "in" as "out" records, class-balanced (10000 vs 10000 for a 15000
 # victim, as the original); False: every victim-train and every test record.
 _C.ATTACKER.TEST.BALANCED = True
+
+_C.ATTACKER.RMIA = CN()
+# Population records z (from the shadow pool, trained on by no model) each target's
+# likelihood ratio is compared with.
+_C.ATTACKER.RMIA.NUM_POPULATION = 2500
+# Offline approximation of Pr(x) from "out" models only: ((1 + a) Pr_out + (1 - a)) / 2;
+# the paper's value for CIFAR-10 is 0.3.
+_C.ATTACKER.RMIA.OFFLINE_A = 0.3
+# A target dominates z when its ratio is at least GAMMA times z's.
+_C.ATTACKER.RMIA.GAMMA = 1.0
 
 # ------------------------------------------------------------------------------------ #
 # Run-wide options

@@ -8,7 +8,7 @@ On disk (a plain pickle, loadable without this toolkit):
 import numpy as np
 
 from utils.errors import RunError
-from utils.io import load_pickle, save_pickle
+from utils.io import load_npz, load_pickle, save_npz, save_pickle
 
 
 class AttackData:
@@ -72,4 +72,52 @@ class AttackData:
                     raise ValueError(f"class {c}: arrays of different lengths")
         except (AttributeError, KeyError, TypeError, ValueError, StopIteration) as e:
             raise RunError(f"refusing {path}: not per-class attack data ({e})") from None
+        return obj
+
+
+class ReferenceData:
+    """What LiRA and RMIA need of the shadows (reference models) in random_half sampling:
+    per shadow and population record, membership and the shadow's outputs.
+
+    records: (N,) int64 global indices (the population P, targets first, then RMIA's z
+    records); member, phi, p_true: (S, N) bool / float32 (logit-scaled confidence
+    log(p_y / (1 - p_y)) and true-class probability); shadow: (S,) int64 ids.
+    """
+
+    _KEYS = ("records", "shadow", "member", "phi", "p_true")
+
+    def __init__(self, records):
+        n = len(records)
+        self.arrays = {"records": np.asarray(records, np.int64), "shadow": np.zeros(0, np.int64),
+                       "member": np.zeros((0, n), bool), "phi": np.zeros((0, n), np.float32),
+                       "p_true": np.zeros((0, n), np.float32)}
+
+    def add(self, shadow_id, member, phi, p_true):
+        a = self.arrays
+        a["shadow"] = np.r_[a["shadow"], shadow_id]
+        for key, row in (("member", member), ("phi", phi), ("p_true", p_true)):
+            a[key] = np.concatenate([a[key], np.asarray(row, a[key].dtype)[None]])
+
+    def shadow_ids(self):
+        return sorted(self.arrays["shadow"].tolist())
+
+    def keep_shadows(self, ids):
+        keep = np.isin(self.arrays["shadow"], np.asarray(sorted(ids), np.int64))
+        for key in ("shadow", "member", "phi", "p_true"):
+            self.arrays[key] = self.arrays[key][keep]
+
+    def save(self, path):
+        order = np.argsort(self.arrays["shadow"], kind="stable")
+        for key in ("shadow", "member", "phi", "p_true"):
+            self.arrays[key] = self.arrays[key][order]
+        save_npz(path, **self.arrays)
+
+    @classmethod
+    def load(cls, path, records):
+        """The saved data if it covers exactly `records`; RunError otherwise."""
+        arrays = load_npz(path, cls._KEYS)
+        if not np.array_equal(arrays["records"], records):
+            raise RunError(f"{path} was made for other population records; use a new OUTPUT_DIR")
+        obj = cls(records)
+        obj.arrays.update(arrays)
         return obj

@@ -22,8 +22,8 @@ def build_classifier_pack(node, cfg, image_size, seeds, device):
 
 
 def train_classifiers(ctx, data, node, seeds, train_idx, names, stop=None):
-    """Train a fresh pack (one member per seed) on train_idx ((K, n) numpy train-split
-    indices) with node's recipe; one TSV row per member and epoch."""
+    """Train a fresh pack (one member per seed) on train_idx ((K, n) numpy global
+    indices into data.all_x) with node's recipe; one TSV row per member and epoch."""
     pack = build_classifier_pack(node, ctx.cfg, data.image_size, seeds, ctx.device)
     optimizer = build_optimizer(pack.parameters(), node.OPTIMIZER, ctx.device)
 
@@ -32,18 +32,22 @@ def train_classifiers(ctx, data, node, seeds, train_idx, names, stop=None):
             ctx.tsv.row(stage="train", model=name, epoch=epoch + 1, loss=loss)
 
     idx = torch.as_tensor(train_idx, device=ctx.device)
-    return fit(pack, data.train_x, data.train_y, idx, epochs=node.TRAIN.NUM_EPOCHS,
+    return fit(pack, data.all_x, data.all_y, idx, epochs=node.TRAIN.NUM_EPOCHS,
                batch_size=node.TRAIN.BATCH_SIZE, optimizer=optimizer,
                criterion=get_criterion("classifier", node.CRITERION), seeds=seeds,
                prepare=data.prepare, desc=f"train {names[0]}" + ("+" if len(names) > 1 else ""),
                on_epoch=on_epoch, stop=stop, amp=ctx.cfg.MIXED_PRECISION)
 
 
+def logits(pack, x, idx, prepare):
+    """(K, n) numpy indices into x -> (K, n, C) float32 logits (CPU tensor, eval mode)."""
+    idx = torch.as_tensor(idx, device=x.device)
+    return predict(pack, x, idx, batch_size=INFERENCE_BATCH, prepare=prepare)
+
+
 def posteriors(pack, x, idx, prepare):
     """(K, n) numpy indices into x -> (K, n, C) float32 softmax posteriors (CPU tensor)."""
-    idx = torch.as_tensor(idx, device=x.device)
-    logits = predict(pack, x, idx, batch_size=INFERENCE_BATCH, prepare=prepare)
-    return torch.softmax(logits, -1)
+    return torch.softmax(logits(pack, x, idx, prepare), -1)
 
 
 def accuracy(probs, labels):

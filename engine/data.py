@@ -18,11 +18,14 @@ _EVAL_KEYS = ("eval_in", "eval_out")
 
 @dataclass
 class RunData:
-    """Whole splits on the device plus the run's index arrays (numpy int64)."""
+    """Whole splits on the device plus the run's index arrays (numpy int64). A "global"
+    index addresses all_x: the train split first, then the test split."""
 
-    train_x: torch.Tensor  # (50000, C, H, W) uint8, on the device
-    train_y: torch.Tensor  # (50000,) int64, on the device
-    test_x: torch.Tensor
+    all_x: torch.Tensor  # (60000, C, H, W) uint8, on the device
+    all_y: torch.Tensor  # (60000,) int64, on the device
+    train_x: torch.Tensor  # views of all_x / all_y: (50000, ...) train split
+    train_y: torch.Tensor
+    test_x: torch.Tensor  # (10000, ...) test split
     test_y: torch.Tensor
     splits: dict  # victim_pool, shadow_in_pool, shadow_out_pool, victim_train, eval_in, eval_out
     image_size: int
@@ -95,9 +98,11 @@ def build_data(ctx):
         save_npz(ctx.path(SPLITS_FILE), **splits)
     ctx.log.info("splits: %s", {k: len(v) for k, v in splits.items()})
     info = get_dataset_info(cfg.DATASET.NAME)
-    return RunData(train_x=raw["train_x"].to(device), train_y=raw["train_y"].to(device),
-                   test_x=raw["test_x"].to(device), test_y=raw["test_y"].to(device),
-                   splits=splits, image_size=info.image_size,
+    all_x = torch.cat([raw["train_x"], raw["test_x"]]).to(device)
+    all_y = torch.cat([raw["train_y"], raw["test_y"]]).to(device)
+    n = len(train_y)
+    return RunData(all_x=all_x, all_y=all_y, train_x=all_x[:n], train_y=all_y[:n],
+                   test_x=all_x[n:], test_y=all_y[n:], splits=splits, image_size=info.image_size,
                    prepare=make_prepare(cfg.DATASET.MEAN, cfg.DATASET.STD, device))
 
 

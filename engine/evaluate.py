@@ -1,66 +1,101 @@
-"""Evaluation stage: victim posteriors on eval "in" (victim-train) and "out" (test) records,
-each scored by the attack model of its routed class; metrics per class and overall.
+"""Evaluation stage: the victim's outputs on eval "in" (victim-train) and "out" (test)
+records, scored by every method of ATTACKER.METHODS; metrics per method, per class and
+overall; scores.csv; the report.
 
-Score polarity: a score is the attack model's sigmoid output, P(member); higher = more
-likely a member of the victim's training set.
+Score polarity: every score is oriented so that higher = more likely a member of the
+victim's training set (Shokri: the attack model's P(member)).
 """
 
 import numpy as np
 import torch
 
-from engine.classifier import posteriors
-from utils.metrics import membership_metrics
+from attack_models.signals import true_class_prob
+from engine.classifier import logits
+from engine.methods import METHODS, Evidence, VictimOutputs
+from utils.metrics import auc_bootstrap_ci, membership_metrics
 
 SCORES_FILE = "scores.csv"
 
 
-@torch.inference_mode()
-def attack_scores(models, probs, routes):
-    """(n,) membership scores in [0, 1]: record r scored by models[routes[r]] (eval mode);
-    records routed to a class without a model get NaN."""
-    scores = np.full(len(probs), np.nan)
-    x = torch.as_tensor(probs)
-    for k, model in models.items():
-        sel = np.nonzero(routes == k)[0]
-        if len(sel):
-            model.eval()
-            scores[sel] = torch.sigmoid(model(x[sel])[:, 0]).double().numpy()
-    return scores
-
-
-def evaluate(ctx, data, victim, models):
-    """Score the evaluation records; return (metrics dict, scores table dict of arrays)."""
-    cfg = ctx.cfg
+def victim_outputs(ctx, data, victim, reference_records=None, num_pool=0):
+    """VictimOutputs on eval_in then eval_out (and on RMIA's z records when given)."""
     ev_in, ev_out = data.splits["eval_in"], data.splits["eval_out"]
-    probs = torch.cat([posteriors(victim, data.train_x, ev_in[None], data.prepare)[0],
-                       posteriors(victim, data.test_x, ev_out[None], data.prepare)[0]]).numpy()
-    classes = np.r_[data.train_y.cpu().numpy()[ev_in], data.test_y.cpu().numpy()[ev_out]]
-    membership = np.r_[np.ones(len(ev_in), np.int64), np.zeros(len(ev_out), np.int64)]
-    routes = classes if cfg.ATTACKER.TEST.ROUTING == "label" else probs.argmax(1)
-    tested = {k: models[k] for k in cfg.ATTACKER.TEST.LABELS}
-    scores = attack_scores(tested, probs, routes)
+    idx = np.r_[ev_in, ev_out + len(data.train_y)]
+    z = logits(victim, data.all_x, idx[None], data.prepare)[0].numpy()
+    probs = torch.softmax(torch.as_tensor(z), -1).numpy()
+    labels = data.all_y.cpu().numpy()[idx]
+    routes = labels if ctx.cfg.ATTACKER.TEST.ROUTING == "label" else probs.argmax(1)
+    out = VictimOutputs(logits=z, probs=probs, labels=labels, routes=routes)
+    if reference_records is not None:
+        pop = reference_records[num_pool:]
+        pop_probs = torch.softmax(logits(victim, data.all_x, pop[None], data.prepare)[0], -1)
+        out.pop_p_true = true_class_prob(pop_probs.numpy(), data.all_y.cpu().numpy()[pop])
+    return out
+
+
+def method_metrics(membership, scores, routes, threshold, classes, resamples, seed):
+    """Metrics of one method over the records it scored: overall (with a bootstrap 95 %
+    interval of the AUC), per class of `classes` (by route)."""
     keep = ~np.isnan(scores)
-    if (~keep).any():
-        ctx.log.info("%d record(s) routed to classes outside ATTACKER.TEST.LABELS: left out",
-                     int((~keep).sum()))
-    threshold = cfg.ATTACKER.PRED_THRESHOLD
     overall = membership_metrics(membership[keep], scores[keep], threshold)
+    overall["auc_ci95"] = list(auc_bootstrap_ci(membership[keep], scores[keep], resamples, seed))
     per_class = {str(k): membership_metrics(membership[keep & (routes == k)],
                                             scores[keep & (routes == k)], threshold)
-                 for k in cfg.ATTACKER.TEST.LABELS}
-    table = {"index": np.r_[ev_in, ev_out][keep], "membership": membership[keep],
-             "class": classes[keep], "attack_model": routes[keep], "score": scores[keep]}
-    for name, m in [("overall", overall)] + sorted(per_class.items(), key=lambda kv: int(kv[0])):
+                 for k in classes}
+    return {"overall": overall, "per_class": per_class, "threshold": threshold,
+            "num_scored": int(keep.sum())}
+
+
+def make_evidence(cfg, data, attack_data, reference, shokri_models):
+    """Evidence for the methods; the reference records are the population P then
+    ATTACKER.RMIA.NUM_POPULATION z records."""
+    num_targets = len(data.splits["eval_in"]) + len(data.splits["eval_out"])
+    num_pool = 0 if reference is None else (len(reference.arrays["records"])
+                                            - cfg.ATTACKER.RMIA.NUM_POPULATION)
+    return Evidence(attack_data=attack_data, reference=reference, shokri_models=shokri_models,
+                    num_targets=num_targets, num_pool=num_pool)
+
+
+def evaluate(ctx, data, victim, evidence: Evidence):
+    """Score the evaluation records with every method; return (metrics, table), where
+    metrics["methods"][name] holds each method's metrics and table the scores.csv columns."""
+    cfg = ctx.cfg
+    ref = evidence.reference
+    v = victim_outputs(ctx, data, victim, None if ref is None else ref.arrays["records"],
+                       evidence.num_pool)
+    n_in = len(data.splits["eval_in"])
+    membership = np.r_[np.ones(n_in, np.int64), np.zeros(len(v.labels) - n_in, np.int64)]
+    results, table = {}, {"index": np.r_[data.splits["eval_in"], data.splits["eval_out"]],
+                          "membership": membership, "class": v.labels, "attack_model": v.routes,
+                          "score": None}
+    for name in cfg.ATTACKER.METHODS:
+        scores, threshold = METHODS[name](ctx, evidence, v)
+        results[name] = method_metrics(membership, scores, v.routes, threshold,
+                                       cfg.ATTACKER.TEST.LABELS, cfg.ATTACKER.TEST.BOOTSTRAP,
+                                       cfg.RNG_SEED)
+        table[f"score_{name}"] = scores
+        m = results[name]["overall"]
+        ctx.log.info("%-20s AUC %.4f [%.4f, %.4f]  balanced acc %.4f  TPR@0.1%% %.4f  TPR@1%% %.4f",
+                     name, m["auc"], *m["auc_ci95"], m["balanced_accuracy"],
+                     m["tpr_at_fpr"]["0.001"], m["tpr_at_fpr"]["0.01"])
         ctx.tsv.row(stage="test", model=name, metric="auc", value=m["auc"])
         ctx.tsv.row(stage="test", model=name, metric="balanced_accuracy",
                     value=m["balanced_accuracy"])
-    return {"overall": overall, "per_class": per_class}, table
+    table["score"] = table[f"score_{cfg.ATTACKER.METHODS[0]}"]
+    first = results[cfg.ATTACKER.METHODS[0]]
+    return {"overall": first["overall"], "per_class": first["per_class"],
+            "methods": results}, table
 
 
 def scores_csv(table):
     """CSV text: index (into the train split when membership=1, the test split when 0),
-    membership, class (true label), attack_model (routed class), score."""
-    lines = ["index,membership,class,attack_model,score"]
-    lines += [f"{i},{m},{c},{a},{s:.8g}" for i, m, c, a, s in zip(
-        table["index"], table["membership"], table["class"], table["attack_model"], table["score"])]
+    membership, class (true label), attack_model (routed class), score (the first
+    method's), then one score column per method (score_<method>; empty when the method
+    did not score the record)."""
+    cols = list(table)
+    lines = [",".join(cols)]
+    for row in zip(*(table[c] for c in cols)):
+        lines.append(",".join("" if isinstance(x, float) and np.isnan(x)
+                              else f"{x:.8g}" if isinstance(x, float) else str(x)
+                              for x in (v.item() if hasattr(v, "item") else v for v in row)))
     return "\n".join(lines) + "\n"

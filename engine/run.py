@@ -6,7 +6,7 @@ import numpy as np
 
 from engine.attack import run_attack_training
 from engine.data import build_data
-from engine.evaluate import SCORES_FILE, evaluate, scores_csv
+from engine.evaluate import SCORES_FILE, evaluate, make_evidence, scores_csv
 from engine.setup import StageTimer, setup_run
 from engine.shadows import run_shadows
 from engine.victim import run_victim
@@ -29,16 +29,17 @@ def run(cfg, derived=()):
         with StageTimer(ctx, "victim"):
             victim, victim_metrics = run_victim(ctx, data)
     with StageTimer(ctx, "shadows"):
-        attack_data, shadow_metrics = run_shadows(ctx, data)
+        attack_data, reference, shadow_metrics = run_shadows(ctx, data)
     shutdown_distributed(ctx.dist)
     if not ctx.dist.is_main:  # under torchrun, other ranks only train their shadows
         return None
     with StageTimer(ctx, "attack"):
-        models = run_attack_training(ctx, attack_data)
+        models = run_attack_training(ctx, attack_data) if "shokri" in cfg.ATTACKER.METHODS else {}
     results = {"victim": victim_metrics, "shadows": shadow_metrics}
     if cfg.ATTACKER.TEST.ENABLE:
         with StageTimer(ctx, "evaluate"):
-            metrics, table = evaluate(ctx, data, victim, models)
+            evidence = make_evidence(cfg, data, attack_data, reference, models)
+            metrics, table = evaluate(ctx, data, victim, evidence)
             save_text(ctx.path(SCORES_FILE), scores_csv(table))
         results.update(metrics)
     ctx.timing["total"] = round(time.perf_counter() - start, 3)

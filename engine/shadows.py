@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from datasets import AttackData
-from engine.classifier import accuracy, posteriors, train_classifiers
-from shadow_models import draw_shadow_records, pack_ranges
+from attack_models.signals import scaled_logit, true_class_prob
+from datasets import AttackData, ReferenceData
+from engine.classifier import logits, posteriors, train_classifiers
+from shadow_models import draw_random_half, draw_shadow_records, pack_ranges, reference_population
 from utils.distributed import broadcast_from_main, gather_to_main
 from utils.errors import UsageError
 from utils.fingerprint import differing_keys, fingerprint
@@ -26,10 +27,14 @@ from utils.runtime import ROLE_SHADOW, derive_seed
 
 ATTACK_DATA_FILE = "attack_data_train"
 ATTACK_DATA_META = "attack_data_train.json"
+REFERENCE_FILE = "reference_scores.npz"
 # Config keys that change what a shadow is; NUM_MODELS is not one of them: raising it
 # extends the fleet, lowering it uses the first shadows.
 SHADOW_KEYS = ("DATASET", "SHADOW", "RNG_SEED", "VICTIM.NUM_CLASSES", "VICTIM.IN_FEATURES",
                "ATTACKER.VICTIM_CLASSES")
+# random_half shadows also depend on the evaluated records they train on.
+_RANDOM_HALF_KEYS = ("VICTIM.TRAIN.SET_SIZE", "DATASET.VICTIM_POOL_SIZE", "ATTACKER.TEST.BALANCED",
+                     "ATTACKER.TEST.DATA_PATH", "ATTACKER.RMIA.NUM_POPULATION")
 _SHADOW_EXCLUDE = ("SHADOW.NUM_MODELS", "SHADOW.TRAIN.ENABLE", "SHADOW.TRAIN.CHECKPOINT_DIR",
                    "SHADOW.TRAIN.SAVE_CHECKPOINTS", "SHADOW.TRAIN.MODELS_PER_PACK")
 # Shadows per pack when MODELS_PER_PACK is 0 (measured best on a 2-core CPU: 8).
@@ -66,36 +71,65 @@ def _open_attack_data(ctx, fp):
     return AttackData(ctx.cfg.ATTACKER.VICTIM_CLASSES, ctx.cfg.VICTIM.NUM_CLASSES)
 
 
-def _train_pack(ctx, data, ids, stop=None):
-    """Train shadows `ids` as one pack; return [(metrics, records)] per member, records
-    being (posteriors (n, C) float32, true classes (n,), membership (n,) 1/0)."""
+def _draws(ctx, data, ids, ref):
+    """Per shadow: train records, records whose posteriors join the attack data, and their
+    membership: (K, n) and (K, m) global indices, (K, m) bool."""
+    cfg = ctx.cfg
+    if ref is None:  # disjoint: SET_SIZE "in" from one pool half, as many "out" from the other
+        labels = data.train_y.cpu().numpy()
+        pairs = [draw_shadow_records(data.splits, labels, cfg.SHADOW.TRAIN.SET_SIZE,
+                                     cfg.RNG_SEED, i) for i in ids]
+        train = np.stack([tr for tr, _ in pairs])
+        scored = np.stack([np.r_[tr, te] for tr, te in pairs])
+        member = np.stack([np.r_[np.ones(len(tr), bool), np.zeros(len(te), bool)]
+                           for tr, te in pairs])
+        return train, scored, member
+    pool = ref["pool"]  # random_half: a random half of the population P
+    member = np.stack([draw_random_half(len(pool), cfg.RNG_SEED, i) for i in ids])
+    train = np.stack([pool[m] for m in member])
+    return train, np.broadcast_to(pool, member.shape), member
+
+
+def _train_pack(ctx, data, ids, ref, stop=None):
+    """Train shadows `ids` as one pack; per member return (metrics, attack records,
+    reference outputs), attack records being (posteriors (m, C) float32, true classes
+    (m,), membership (m,)) and reference outputs (phi, p_true) on ref["records"] (or None)."""
     cfg, node = ctx.cfg, ctx.cfg.SHADOW
-    labels = data.train_y.cpu().numpy()
-    draws = [draw_shadow_records(data.splits, labels, node.TRAIN.SET_SIZE, cfg.RNG_SEED, i)
-             for i in ids]
-    train_idx, test_idx = (np.stack(d) for d in zip(*draws))
+    labels = data.all_y.cpu().numpy()
+    train_idx, scored_idx, member = _draws(ctx, data, ids, ref)
     seeds = [derive_seed(cfg.RNG_SEED, ROLE_SHADOW, i) for i in ids]
     names = [shadow_name(i) for i in ids]
     pack = train_classifiers(ctx, data, node, seeds, train_idx, names, stop=stop)
-    probs_in = posteriors(pack, data.train_x, train_idx, data.prepare)
-    probs_out = posteriors(pack, data.train_x, test_idx, data.prepare)
-    train_acc = accuracy(probs_in, labels[train_idx])
-    test_acc = accuracy(probs_out, labels[test_idx])
+    probs = posteriors(pack, data.all_x, scored_idx, data.prepare)
+    correct = (probs.argmax(-1).numpy() == labels[scored_idx])
+    outputs = [None] * len(ids)
+    if ref is not None:
+        records = np.broadcast_to(ref["records"], (len(ids), len(ref["records"])))
+        z = logits(pack, data.all_x, records, data.prepare).numpy()
+        outputs = [(scaled_logit(z[j], labels[ref["records"]]),
+                    true_class_prob(softmax(z[j]), labels[ref["records"]]))
+                   for j in range(len(ids))]
     states = pack.member_state_dicts() if node.TRAIN.SAVE_CHECKPOINTS else [None] * len(ids)
     results = []
     for j, i in enumerate(ids):
-        m = {"shadow": i, "train_accuracy": train_acc[j], "test_accuracy": test_acc[j],
+        m = {"shadow": i, "train_accuracy": float(correct[j][member[j]].mean()),
+             "test_accuracy": float(correct[j][~member[j]].mean()),
              "train_size": int(train_idx.shape[1]), "seed": seeds[j]}
         if states[j] is not None:  # written by the process that trained it
             save_checkpoint(os.path.join(node.TRAIN.CHECKPOINT_DIR, f"{names[j]}.pth"), states[j],
                             arch=node.MODEL.ARCH, num_classes=cfg.VICTIM.NUM_CLASSES,
                             in_channels=cfg.VICTIM.IN_FEATURES, image_size=data.image_size,
                             metrics=m, config=cfg.dump())
-        records = np.concatenate([train_idx[j], test_idx[j]])
-        probs = torch.cat([probs_in[j], probs_out[j]]).numpy()
-        membership = np.r_[np.ones(train_idx.shape[1]), np.zeros(test_idx.shape[1])]
-        results.append((m, (probs, labels[records], membership)))
+        attack_records = (probs[j].numpy(), labels[scored_idx[j]], member[j].astype(np.int64))
+        results.append((m, attack_records, outputs[j]))
     return results
+
+
+def softmax(z):
+    """Row-wise softmax of (n, C) numpy logits, in float64."""
+    z = np.asarray(z, np.float64)
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
 
 
 def shadow_workers(cfg, device):
@@ -115,13 +149,13 @@ def _torch_threads(n):
         torch.set_num_threads(old)
 
 
-def _train_packs(ctx, data, packs):
-    """Train `packs` side by side in worker threads; [(metrics, records)] of them all."""
+def _train_packs(ctx, data, packs, ref):
+    """Train `packs` side by side in worker threads; the results of them all."""
     workers = min(shadow_workers(ctx.cfg, ctx.device), max(len(packs), 1))
     stop = threading.Event()
     with _torch_threads(1 if workers > 1 else torch.get_num_threads()), \
             ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(_train_pack, ctx, data, list(p), stop) for p in packs]
+        futures = [pool.submit(_train_pack, ctx, data, list(p), ref, stop) for p in packs]
         try:
             return [r for fut in futures for r in fut.result()]
         except BaseException:
@@ -131,37 +165,95 @@ def _train_packs(ctx, data, packs):
             raise
 
 
-def _plan(ctx, attack_data, path):
+class _ShadowStore:
+    """The attack data and, in random_half sampling, the reference data, kept in step:
+    a shadow counts as done only when both hold it."""
+
+    def __init__(self, attack_data, reference, folder):
+        self.attack_data, self.reference = attack_data, reference
+        self.path = os.path.join(folder, ATTACK_DATA_FILE)
+        self.ref_path = os.path.join(folder, REFERENCE_FILE)
+
+    def shadow_ids(self):
+        ids = set(self.attack_data.shadow_ids())
+        return ids if self.reference is None else ids & set(self.reference.shadow_ids())
+
+    def keep_shadows(self, ids):
+        self.attack_data.keep_shadows(ids)
+        if self.reference is not None:
+            self.reference.keep_shadows(ids)
+
+    def add(self, metrics, attack_records, outputs):
+        self.attack_data.add(metrics["shadow"], *attack_records)
+        if self.reference is not None:
+            member = np.zeros(len(self.reference.arrays["records"]), bool)
+            member[:len(attack_records[2])] = attack_records[2].astype(bool)  # P first, z never
+            self.reference.add(metrics["shadow"], member, *outputs)
+
+    def save(self):
+        if self.reference is not None:
+            self.reference.save(self.ref_path)
+        self.attack_data.save(self.path)  # the commit point
+
+
+def _open_store(ctx, fp, ref):
+    attack_data = _open_attack_data(ctx, fp)
+    reference = None
+    if ref is not None:
+        folder = ctx.cfg.ATTACKER.TRAIN.CHECKPOINT_DIR
+        path = os.path.join(folder, REFERENCE_FILE)
+        reference = (ReferenceData.load(path, ref["records"]) if os.path.exists(path)
+                     else ReferenceData(ref["records"]))
+    return _ShadowStore(attack_data, reference, ctx.cfg.ATTACKER.TRAIN.CHECKPOINT_DIR)
+
+
+def _plan(ctx, store):
     """(number of shadows, packs still to train); rank 0 decides, every rank learns it."""
     cfg = ctx.cfg
     n, packs = cfg.SHADOW.NUM_MODELS, None
     if ctx.dist.is_main:
-        done = set(attack_data.shadow_ids())
+        done = store.shadow_ids()
         if not cfg.SHADOW.TRAIN.ENABLE:
             if not done:
-                raise UsageError(f"SHADOW.TRAIN.ENABLE is False but {path} holds no attack "
-                                 f"data; set it True or point OUTPUT_DIR at a run with shadows")
+                raise UsageError(f"SHADOW.TRAIN.ENABLE is False but {store.path} holds no "
+                                 f"attack data; set it True or point OUTPUT_DIR at a run with "
+                                 f"shadows")
             n = len(done)
         if done:
-            ctx.log.info("reusing %d shadow(s) already in %s", len(done & set(range(n))), path)
-        attack_data.keep_shadows(done & set(range(n)))  # NUM_MODELS may have shrunk
+            ctx.log.info("reusing %d shadow(s) already in %s", len(done & set(range(n))),
+                         store.path)
+        store.keep_shadows(done & set(range(n)))  # NUM_MODELS may have shrunk
         packs = [list(p) for p in pack_ranges(n, models_per_pack(ctx))
                  if not set(p) <= done]
     return broadcast_from_main((n, packs), ctx.dist)
 
 
+def reference_records(cfg, data):
+    """random_half sampling's population (see shadow_models.reference_population) with
+    "records" = P then z; None in disjoint sampling."""
+    if cfg.SHADOW.SAMPLING != "random_half":
+        return None
+    ref = reference_population(data.splits, data.train_y.cpu().numpy(), len(data.train_y),
+                               cfg.SHADOW.TRAIN.SET_SIZE, cfg.ATTACKER.RMIA.NUM_POPULATION,
+                               cfg.RNG_SEED)
+    ref["records"] = np.r_[ref["pool"], ref["population"]]
+    return ref
+
+
 def run_shadows(ctx, data):
-    """Per-class AttackData from SHADOW.NUM_MODELS shadows (reusing those already done)
-    and the per-shadow metrics (rank 0; other ranks train their share, return None).
+    """(AttackData, ReferenceData or None, per-shadow metrics) from SHADOW.NUM_MODELS
+    shadows, reusing those already done (rank 0; other ranks train their share and get
+    Nones).
 
     Packs go out in rounds: each of the W processes takes NUM_WORKERS packs a round;
-    rank 0 gathers the round, writes each shadow's metrics, then saves the attack data.
+    rank 0 gathers the round, writes each shadow's metrics, then saves the data.
     """
     cfg, dist = ctx.cfg, ctx.dist
-    fp = fingerprint(cfg, SHADOW_KEYS, exclude=_SHADOW_EXCLUDE)
-    path = os.path.join(cfg.ATTACKER.TRAIN.CHECKPOINT_DIR, ATTACK_DATA_FILE)
-    attack_data = _open_attack_data(ctx, fp) if dist.is_main else None
-    n, packs = _plan(ctx, attack_data, path)
+    keys = SHADOW_KEYS + (_RANDOM_HALF_KEYS if cfg.SHADOW.SAMPLING == "random_half" else ())
+    fp = fingerprint(cfg, keys, exclude=_SHADOW_EXCLUDE)
+    ref = reference_records(cfg, data)
+    store = _open_store(ctx, fp, ref) if dist.is_main else None
+    n, packs = _plan(ctx, store)
     per_rank = shadow_workers(cfg, ctx.device)
     per_round = per_rank * dist.world_size
     ctx.log.info("%d shadow(s) to train in %d pack(s); %d process(es) x %d pack(s) at a time",
@@ -169,26 +261,25 @@ def run_shadows(ctx, data):
     for start in tqdm(range(0, len(packs), per_round), desc="shadow rounds", unit="round",
                       dynamic_ncols=True, disable=not dist.is_main):
         mine = packs[start + dist.rank * per_rank:start + (dist.rank + 1) * per_rank]
-        gathered = gather_to_main(_train_packs(ctx, data, mine), dist)
+        gathered = gather_to_main(_train_packs(ctx, data, mine, ref), dist)
         if dist.is_main:
-            _commit(ctx, attack_data, path, [r for rank in gathered for r in rank])
+            _commit(ctx, store, [r for rank in gathered for r in rank])
     if not dist.is_main:
-        return None, None
+        return None, None, None
     metrics = [load_json(os.path.join(cfg.SHADOW.TRAIN.CHECKPOINT_DIR, f"{shadow_name(i)}.json"))
                for i in range(n)]
-    return attack_data, metrics
+    return store.attack_data, store.reference, metrics
 
 
-def _commit(ctx, attack_data, path, results):
-    """Add finished shadows to the attack data, their metrics first, then save it: the
-    saved pickle is the commit point."""
-    for m, records in sorted(results, key=lambda r: r[0]["shadow"]):
+def _commit(ctx, store, results):
+    """Add finished shadows to the stored data, their metrics first, then save it."""
+    for m, attack_records, outputs in sorted(results, key=lambda r: r[0]["shadow"]):
         name = shadow_name(m["shadow"])
         save_json(os.path.join(ctx.cfg.SHADOW.TRAIN.CHECKPOINT_DIR, f"{name}.json"), m)
-        attack_data.add(m["shadow"], *records)
+        store.add(m, attack_records, outputs)
         ctx.log.info("%s: train accuracy %.4f, test accuracy %.4f", name,
                      m["train_accuracy"], m["test_accuracy"])
         ctx.tsv.row(stage="shadow", model=name, metric="train_accuracy",
                     value=m["train_accuracy"])
         ctx.tsv.row(stage="shadow", model=name, metric="test_accuracy", value=m["test_accuracy"])
-    attack_data.save(path)
+    store.save()

@@ -1,6 +1,11 @@
 """Shadow models: built from the victims/ architecture registry, trained on draws from the
 shadow pool whose membership the attacker knows."""
 
-from shadow_models.sampling import draw_shadow_records, pack_ranges
+from shadow_models.sampling import (
+    draw_random_half,
+    draw_shadow_records,
+    pack_ranges,
+    reference_population,
+)
 
-__all__ = ["draw_shadow_records", "pack_ranges"]
+__all__ = ["draw_random_half", "draw_shadow_records", "pack_ranges", "reference_population"]

@@ -24,3 +24,34 @@ def pack_ranges(num_models, models_per_pack):
     num_packs = math.ceil(num_models / models_per_pack)
     size = math.ceil(num_models / num_packs)  # near-equal packs: no small straggler
     return [range(s, min(s + size, num_models)) for s in range(0, num_models, size)]
+
+
+def reference_population(splits, train_labels, num_train, set_size, num_population, seed):
+    """For SHADOW.SAMPLING random_half (LiRA, RMIA): dict of global indices (train split
+    0..num_train-1, test split after it) with
+    - "pool": the population P each shadow trains on a random half of: the evaluated
+      records (targets, first) plus shadow-pool records up to 2 * set_size in all;
+    - "num_targets": how many of P are targets (eval_in, then eval_out);
+    - "population": records no model trains on (RMIA's z), num_population of them."""
+    targets = np.r_[splits["eval_in"], splits["eval_out"] + num_train]
+    shadow_pool = np.r_[splits["shadow_in_pool"], splits["shadow_out_pool"]]
+    rng = np.random.default_rng([seed, 4])
+    filler_size = max(0, 2 * set_size - len(targets))
+    filler_size += (len(targets) + filler_size) % 2  # P splits into two equal halves
+    if filler_size + num_population > len(shadow_pool):
+        raise ValueError(f"the shadow pool ({len(shadow_pool)}) cannot give {filler_size} "
+                         f"population records plus {num_population} RMIA records")
+    filler = stratified_sample(shadow_pool, train_labels, filler_size, rng)
+    rest = np.setdiff1d(shadow_pool, filler)
+    population = stratified_sample(rest, train_labels, num_population, rng)
+    return {"pool": np.r_[targets, filler].astype(np.int64), "num_targets": len(targets),
+            "population": population}
+
+
+def draw_random_half(pool_size, seed, shadow_id):
+    """(pool_size,) bool: the half of the population one shadow trains on; depends only
+    on (seed, shadow_id)."""
+    rng = np.random.default_rng([seed, 5, shadow_id])
+    member = np.zeros(pool_size, bool)
+    member[rng.permutation(pool_size)[:pool_size // 2]] = True
+    return member

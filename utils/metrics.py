@@ -54,3 +54,27 @@ def membership_metrics(labels, scores, threshold):
         "advantage": float((tpr - fpr).max()),
         "tpr_at_fpr": {str(t): float(tpr[fpr <= t].max()) for t in FPR_TARGETS},
     }
+
+
+def auc_bootstrap_ci(labels, scores, num_resamples=200, seed=0, level=0.95):
+    """(low, high) percentile interval of the AUC over stratified bootstrap resamples
+    (members and non-members resampled separately, so each keeps its count)."""
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, np.float64)
+    if labels.all() or not labels.any() or num_resamples < 1:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], labels[order]
+    starts = np.r_[0, np.nonzero(np.diff(s))[0] + 1]  # tie groups, highest score first
+    pos, neg = np.nonzero(y)[0], np.nonzero(~y)[0]
+    weights = np.zeros((num_resamples, len(s)))
+    for b in range(num_resamples):  # multiplicity of each record in resample b
+        weights[b] += np.bincount(rng.choice(pos, len(pos)), minlength=len(s))
+        weights[b] += np.bincount(rng.choice(neg, len(neg)), minlength=len(s))
+    w_in = np.add.reduceat(weights * y, starts, axis=1)
+    w_out = np.add.reduceat(weights * ~y, starts, axis=1)
+    above = np.cumsum(w_in, axis=1) - w_in  # member weight strictly above each group
+    aucs = (w_out * (above + 0.5 * w_in)).sum(1) / (len(pos) * len(neg))
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(aucs, tail)), float(np.percentile(aucs, 100 - tail))

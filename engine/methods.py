@@ -1,0 +1,141 @@
+"""Membership inference methods, all fitted on the same shadows and scored on the same
+victim outputs (ATTACKER.METHODS). Each returns (scores, threshold): (n,) float64 scores,
+higher = more likely member (NaN: not scored), and the score at or above which it calls
+a record a member.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from attack_models import build_attack_model
+from attack_models.lira import lira_scores
+from attack_models.rmia import rmia_scores
+from attack_models.signals import (
+    SIGNALS,
+    fit_threshold,
+    scaled_logit,
+    top3_sorted,
+    true_class_prob,
+)
+from engine.optim import build_optimizer, get_criterion
+from engine.pack import ModelPack
+from engine.trainer import fit, predict, seeded_models
+from utils.runtime import ROLE_ATTACK, derive_seed
+
+# Seed index of the ml_leaks model (the per-class Shokri models use the class ids).
+_ML_LEAKS_SEED = 1000
+
+
+@dataclass
+class VictimOutputs:
+    """The victim on the evaluated records (eval_in then eval_out) and, for RMIA, on the
+    population records z."""
+
+    logits: np.ndarray  # (n, C) float32
+    probs: np.ndarray  # (n, C) float32
+    labels: np.ndarray  # (n,) int64 true classes
+    routes: np.ndarray  # (n,) class whose per-class attack scores the record
+    pop_p_true: np.ndarray = None  # (m,) victim's true-class probability on z
+
+
+@dataclass
+class Evidence:
+    """What the shadows left: per-class attack data, random_half reference data, and the
+    trained per-class Shokri models."""
+
+    attack_data: object
+    reference: object
+    shokri_models: dict
+    num_targets: int
+    num_pool: int
+
+
+@torch.inference_mode()
+def _shokri(ctx, ev, v):
+    scores = np.full(len(v.probs), np.nan)
+    x = torch.as_tensor(v.probs)
+    for k in ctx.cfg.ATTACKER.TEST.LABELS:
+        sel = np.nonzero(v.routes == k)[0]
+        if len(sel):
+            model = ev.shokri_models[k].eval()
+            scores[sel] = torch.sigmoid(model(x[sel])[:, 0]).double().numpy()
+    return scores, ctx.cfg.ATTACKER.PRED_THRESHOLD
+
+
+def _threshold_method(signal):
+    """Song & Mittal 2021: the signal minus its class's threshold, fitted on the shadows'
+    members and non-members of that class; a member when >= 0."""
+
+    def method(ctx, ev, v):
+        thresholds = {}
+        for k in ctx.cfg.ATTACKER.TEST.LABELS:
+            entry = ev.attack_data.store[k]
+            s = signal(entry["data"], np.full(len(entry["labels"]), k))
+            thresholds[k] = fit_threshold(s[entry["labels"] == 1], s[entry["labels"] == 0])
+        offset = np.array([thresholds.get(int(k), np.nan) for k in v.routes])
+        return signal(v.probs, v.labels) - offset, 0.0
+
+    return method
+
+
+def _ml_leaks(ctx, ev, v):
+    """Salem et al. 2019: one attack model on the three largest posteriors, all classes."""
+    cfg = ctx.cfg
+    store = ev.attack_data.store
+    x = torch.as_tensor(np.concatenate([top3_sorted(e["data"]) for e in store.values()]))
+    y = torch.as_tensor(np.concatenate([e["labels"] for e in store.values()]))
+    seed = derive_seed(cfg.RNG_SEED, ROLE_ATTACK, _ML_LEAKS_SEED)
+    pack = ModelPack(seeded_models(lambda: build_attack_model(
+        cfg.ATTACKER.MODEL.ARCH, 3, cfg.ATTACKER.MODEL.LAYER_DIMS), [seed])).to(ctx.device)
+    fit(pack, x.to(ctx.device), y.to(ctx.device), torch.arange(len(y), device=ctx.device)[None],
+        epochs=cfg.ATTACKER.TRAIN.NUM_EPOCHS, batch_size=cfg.ATTACKER.TRAIN.BATCH_SIZE,
+        optimizer=build_optimizer(pack.parameters(), cfg.ATTACKER.OPTIMIZER, ctx.device),
+        criterion=get_criterion("attack", cfg.ATTACKER.CRITERION), seeds=[seed],
+        prepare=lambda t: t, desc="train ml_leaks")
+    feats = torch.as_tensor(top3_sorted(v.probs), device=ctx.device)
+    out = predict(pack, feats, torch.arange(len(feats), device=ctx.device)[None],
+                  batch_size=cfg.ATTACKER.TEST.BATCH_SIZE, prepare=lambda t: t)
+    return torch.sigmoid(out[0, :, 0]).double().numpy(), cfg.ATTACKER.PRED_THRESHOLD
+
+
+def _lira(online, fixed_variance):
+    """Carlini et al. 2022 on logit-scaled confidences; online compares the "in" and
+    "out" Gaussians (a member when the ratio is >= 1), offline only the "out" one (a member
+    when above its mean)."""
+
+    def method(ctx, ev, v):
+        t = ev.num_targets
+        ref = ev.reference.arrays
+        scores = lira_scores(scaled_logit(v.logits, v.labels), ref["phi"][:, :t],
+                             ref["member"][:, :t], online, fixed_variance)
+        return scores, (0.0 if online else float(np.log(0.5)))
+
+    return method
+
+
+def _rmia(ctx, ev, v):
+    """Zarifzadeh et al. 2024, offline; a member when it dominates half the population."""
+    rmia = ctx.cfg.ATTACKER.RMIA
+    t, p = ev.num_targets, ev.num_pool
+    ref = ev.reference.arrays
+    scores = rmia_scores(true_class_prob(v.probs, v.labels), ref["p_true"][:, :t],
+                         ref["member"][:, :t], v.pop_p_true, ref["p_true"][:, p:],
+                         rmia.OFFLINE_A, rmia.GAMMA)
+    return scores, 0.5
+
+
+METHODS = {
+    "shokri": _shokri,
+    **{name: _threshold_method(signal) for name, signal in SIGNALS.items()},
+    "ml_leaks": _ml_leaks,
+    "lira_online": _lira(online=True, fixed_variance=False),
+    "lira_online_fixed": _lira(online=True, fixed_variance=True),
+    "lira_offline": _lira(online=False, fixed_variance=False),
+    "lira_offline_fixed": _lira(online=False, fixed_variance=True),
+    "rmia": _rmia,
+}
+# Methods that need reference models trained with and without each target.
+NEEDS_RANDOM_HALF = ("lira_online", "lira_online_fixed", "lira_offline", "lira_offline_fixed",
+                     "rmia")
