@@ -98,15 +98,21 @@ def run_attack_training(ctx, attack_data):
     if models is not None:
         ctx.log.info("reusing attack models in %s (same settings)", folder)
         return models
-    groups = defaultdict(list)
-    for k in cfg.ATTACKER.VICTIM_CLASSES:
-        n = len(attack_data.store[k]["labels"])
-        if n == 0 or len(set(attack_data.store[k]["labels"].tolist())) < 2:
-            raise RunError(f"class {k} has no in/out shadow records to train an attack model on")
-        groups[n].append(k)
-    for classes in groups.values():
-        for k, state in zip(classes, _train_group(ctx, classes, attack_data)):
-            save_checkpoint(attack_model_path(folder, k), state, arch=cfg.ATTACKER.MODEL.ARCH,
-                            layer_dims=list(cfg.ATTACKER.MODEL.LAYER_DIMS), victim_class=k,
-                            fingerprint=fp, config=cfg.dump())
+    for k, state in train_attack_models(ctx, attack_data).items():
+        save_checkpoint(attack_model_path(folder, k), state, arch=cfg.ATTACKER.MODEL.ARCH,
+                        layer_dims=list(cfg.ATTACKER.MODEL.LAYER_DIMS), victim_class=k,
+                        fingerprint=fp, config=cfg.dump())
     return load_attack_models(cfg, folder, fp)
+
+
+def train_attack_models(ctx, attack_data):
+    """{class: state_dict} of one attack model per ATTACKER.VICTIM_CLASSES class; classes
+    with equal record counts train together as one pack."""
+    groups = defaultdict(list)
+    for k in ctx.cfg.ATTACKER.VICTIM_CLASSES:
+        labels = attack_data.store[k]["labels"]
+        if len(set(labels.tolist())) < 2:
+            raise RunError(f"class {k} has no in/out shadow records to train an attack model on")
+        groups[len(labels)].append(k)
+    return {k: state for classes in groups.values()
+            for k, state in zip(classes, _train_group(ctx, classes, attack_data))}

@@ -24,6 +24,8 @@ from engine.pack import ModelPack
 from engine.trainer import fit, predict, seeded_models
 from utils.runtime import ROLE_ATTACK, derive_seed
 
+# Level of the one-sided tests (LiRA offline, RMIA) that turn scores into decisions.
+_TEST_LEVEL = 0.05
 # Seed index of the ml_leaks model (the per-class Shokri models use the class ids).
 _ML_LEAKS_SEED = 1000
 
@@ -103,27 +105,28 @@ def _ml_leaks(ctx, ev, v):
 def _lira(online, fixed_variance):
     """Carlini et al. 2022 on logit-scaled confidences; online compares the "in" and
     "out" Gaussians (a member when the ratio is >= 1), offline only the "out" one (a member
-    when above its mean)."""
+    when the one-sided test rejects "out" at level _TEST_LEVEL)."""
 
     def method(ctx, ev, v):
         t = ev.num_targets
         ref = ev.reference.arrays
         scores = lira_scores(scaled_logit(v.logits, v.labels), ref["phi"][:, :t],
                              ref["member"][:, :t], online, fixed_variance)
-        return scores, (0.0 if online else float(np.log(0.5)))
+        return scores, (0.0 if online else float(np.log(1 - _TEST_LEVEL)))
 
     return method
 
 
 def _rmia(ctx, ev, v):
-    """Zarifzadeh et al. 2024, offline; a member when it dominates half the population."""
+    """Zarifzadeh et al. 2024, offline; a member when it dominates all but _TEST_LEVEL of
+    the population (non-members' scores are about uniform on [0, 1])."""
     rmia = ctx.cfg.ATTACKER.RMIA
     t, p = ev.num_targets, ev.num_pool
     ref = ev.reference.arrays
     scores = rmia_scores(true_class_prob(v.probs, v.labels), ref["p_true"][:, :t],
                          ref["member"][:, :t], v.pop_p_true, ref["p_true"][:, p:],
                          rmia.OFFLINE_A, rmia.GAMMA)
-    return scores, 0.5
+    return scores, 1 - _TEST_LEVEL
 
 
 METHODS = {

@@ -7,6 +7,7 @@ import numpy as np
 from engine.attack import run_attack_training
 from engine.data import build_data
 from engine.evaluate import SCORES_FILE, evaluate, make_evidence, scores_csv
+from engine.report import write_report
 from engine.setup import StageTimer, setup_run
 from engine.shadows import run_shadows
 from engine.victim import run_victim
@@ -42,6 +43,7 @@ def run(cfg, derived=()):
             metrics, table = evaluate(ctx, data, victim, evidence)
             save_text(ctx.path(SCORES_FILE), scores_csv(table))
         results.update(metrics)
+        write_report(ctx.out_dir, results, table, cfg)
     ctx.timing["total"] = round(time.perf_counter() - start, 3)
     results.update(timing=ctx.timing, threshold=cfg.ATTACKER.PRED_THRESHOLD,
                    routing=cfg.ATTACKER.TEST.ROUTING, device=str(ctx.device),

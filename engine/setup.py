@@ -16,7 +16,7 @@ CONFIG_FILE = "config.yaml"
 TSV_FILE = "attack.log.tsv"
 # Files a run folder of this toolkit may hold; anything else marks a foreign folder.
 _RUN_FILES = {CONFIG_FILE, TSV_FILE, "run.log", "splits.npz", "metrics.json", "scores.csv",
-              "victim", "shadow_files", "attacker_files"}
+              "victim", "shadow_files", "attacker_files", "report.md", "roc.png", "hist.png"}
 
 
 @dataclass
