@@ -10,7 +10,7 @@ if [ -d .whl ]; then
 fi
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python3 -m benchmarks.bench_gpu_fleet --probe-epochs 1 2>/dev/null | tee "$out/fleet.txt"
+python3 -m benchmarks.bench_gpu_fleet --probe-epochs 2 --max-seconds 150 2>/dev/null | tee "$out/fleet.txt"
 python3 -m benchmarks.write_fake_cifar /tmp/fake >/dev/null
 [ "${FLEET_ONLY:-0}" = 1 ] && exit 0
 python3 run_attack.py DATASET.ROOT /tmp/fake OUTPUT_DIR /tmp/gpu_default 2>/dev/null | tail -20 | tee "$out/default_run.txt"

@@ -126,3 +126,31 @@ def test_crafted_pickle_is_refused_without_running_it(tiny_run, tmp_path):
     with pytest.raises(Exception, match="refusing checkpoint"):
         load_checkpoint(bad_ckpt)
     assert not marker.exists()
+
+
+def test_random_half_run_with_every_method(data_root, tmp_path):
+    from engine.methods import METHODS
+
+    out = tmp_path / "lira"
+    opts = tiny_opts(data_root, out, **{"SHADOW.SAMPLING": "random_half",
+                                        "ATTACKER.METHODS": str(list(METHODS)),
+                                        "ATTACKER.RMIA.NUM_POPULATION": "300"})
+    assert run_attack.main(opts) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert list(m["methods"]) == list(METHODS)
+    assert m["overall"] == m["methods"]["shokri"]["overall"]
+    for name, r in m["methods"].items():
+        lo, hi = r["overall"]["auc_ci95"]
+        assert lo <= r["overall"]["auc"] <= hi, name
+        assert r["num_scored"] == 1000, name
+    header = (out / "scores.csv").read_text().splitlines()[0].split(",")
+    assert header[:5] == ["index", "membership", "class", "attack_model", "score"]
+    assert header[5:] == [f"score_{n}" for n in METHODS]
+    ref = np.load(out / "attacker_files" / "reference_scores.npz")
+    assert ref["member"].shape == (4, 1000 + 300) and not ref["member"][:, 1000:].any()
+    assert (ref["member"][:, :1000].sum(1) == 500).all()  # each shadow: half the population
+    assert np.isfinite(ref["phi"]).all()
+    report = (out / "report.md").read_text()
+    assert "| lira_online |" in report and (out / "roc.png").exists()
+    # the victim's members were seen by about half the shadows, as random_half promises
+    assert 0.3 < ref["member"][:, :500].mean() < 0.7
