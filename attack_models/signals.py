@@ -77,8 +77,8 @@ def fit_threshold(signal_in, signal_out):
     v, y = values[order], is_in[order]
     tpr = np.cumsum(y) / max(len(signal_in), 1)
     fpr = np.cumsum(~y) / max(len(signal_out), 1)
-    last = np.r_[np.nonzero(np.diff(v))[0], len(v) - 1]  # thresholds between distinct values
+    last = np.r_[np.nonzero(v[1:] != v[:-1])[0], len(v) - 1]  # last of each tie group
     best = last[np.argmax((tpr - fpr)[last])]
-    if tpr[best] - fpr[best] <= 0:
-        return float("inf")  # nothing separates: call no record a member
+    if tpr[best] - fpr[best] <= 0:  # nothing separates: call no shadow record a member
+        return float(np.nextafter(values.max(), np.inf))
     return float(v[best])

@@ -48,5 +48,14 @@ def test_polarity_higher_score_means_member():
     assert auc_score(labels, -scores) == 0.0
 
 
+def test_infinite_scores_tie_like_any_other_value():
+    labels = np.r_[np.ones(50), np.zeros(50)]
+    scores = np.full(100, -np.inf)
+    assert auc_score(labels, scores) == 0.5
+    scores[:10] = 1.0
+    assert auc_score(labels, scores) == pytest.approx(skm.roc_auc_score(labels, np.where(
+        np.isinf(scores), -1e300, scores)))
+
+
 def test_auc_of_one_class_is_nan():
     assert np.isnan(auc_score(np.ones(5), np.arange(5)))

@@ -12,7 +12,7 @@ def roc_curve(labels, scores):
     scores = np.asarray(scores, dtype=np.float64)
     order = np.argsort(-scores, kind="mergesort")
     s, y = scores[order], labels[order]
-    last_of_tie = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    last_of_tie = np.r_[np.nonzero(s[1:] != s[:-1])[0], len(s) - 1]  # inf-safe
     tp = np.cumsum(y)[last_of_tie]
     fp = np.cumsum(~y)[last_of_tie]
     pos, neg = max(y.sum(), 1), max((~y).sum(), 1)
@@ -66,7 +66,7 @@ def auc_bootstrap_ci(labels, scores, num_resamples=200, seed=0, level=0.95):
     rng = np.random.default_rng(seed)
     order = np.argsort(-scores, kind="mergesort")
     s, y = scores[order], labels[order]
-    starts = np.r_[0, np.nonzero(np.diff(s))[0] + 1]  # tie groups, highest score first
+    starts = np.r_[0, np.nonzero(s[1:] != s[:-1])[0] + 1]  # tie groups, highest first
     pos, neg = np.nonzero(y)[0], np.nonzero(~y)[0]
     weights = np.zeros((num_resamples, len(s)))
     for b in range(num_resamples):  # multiplicity of each record in resample b
