@@ -8,7 +8,7 @@ pickle is the commit point, so a crash loses at most the pack in progress.
 import math
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 
 import numpy as np
@@ -149,15 +149,17 @@ def _torch_threads(n):
         torch.set_num_threads(old)
 
 
-def _train_packs(ctx, data, packs, ref):
-    """Train `packs` side by side in worker threads; the results of them all."""
+def _train_packs(ctx, data, packs, ref, on_done):
+    """Train `packs` in NUM_WORKERS worker threads; on_done(results of one pack) runs in
+    the calling thread as each pack finishes."""
     workers = min(shadow_workers(ctx.cfg, ctx.device), max(len(packs), 1))
     stop = threading.Event()
     with _torch_threads(1 if workers > 1 else torch.get_num_threads()), \
             ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(_train_pack, ctx, data, list(p), ref, stop) for p in packs]
         try:
-            return [r for fut in futures for r in fut.result()]
+            for fut in as_completed(futures):
+                on_done(fut.result())
         except BaseException:
             stop.set()
             for fut in futures:
@@ -245,8 +247,10 @@ def run_shadows(ctx, data):
     shadows, reusing those already done (rank 0; other ranks train their share and get
     Nones).
 
-    Packs go out in rounds: each of the W processes takes NUM_WORKERS packs a round;
-    rank 0 gathers the round, writes each shadow's metrics, then saves the data.
+    One process saves the data after every pack, so a crash loses at most the packs in
+    flight (one per worker). Under torchrun, packs go out in rounds: each of the W
+    processes takes NUM_WORKERS packs a round; rank 0 gathers the round, writes each
+    shadow's metrics, then saves the data.
     """
     cfg, dist = ctx.cfg, ctx.dist
     keys = SHADOW_KEYS + (_RANDOM_HALF_KEYS if cfg.SHADOW.SAMPLING == "random_half" else ())
@@ -258,12 +262,24 @@ def run_shadows(ctx, data):
     per_round = per_rank * dist.world_size
     ctx.log.info("%d shadow(s) to train in %d pack(s); %d process(es) x %d pack(s) at a time",
                  sum(map(len, packs)), len(packs), dist.world_size, per_rank)
-    for start in tqdm(range(0, len(packs), per_round), desc="shadow rounds", unit="round",
-                      dynamic_ncols=True, disable=not dist.is_main):
-        mine = packs[start + dist.rank * per_rank:start + (dist.rank + 1) * per_rank]
-        gathered = gather_to_main(_train_packs(ctx, data, mine, ref), dist)
-        if dist.is_main:
-            _commit(ctx, store, [r for rank in gathered for r in rank])
+    bar = tqdm(total=len(packs), desc="shadow packs", unit="pack", dynamic_ncols=True,
+               disable=not dist.is_main)
+
+    def commit(results, num_packs=1):
+        _commit(ctx, store, results)
+        bar.update(num_packs)
+
+    if dist.world_size == 1:
+        _train_packs(ctx, data, packs, ref, commit)
+    else:
+        for start in range(0, len(packs), per_round):
+            mine = packs[start + dist.rank * per_rank:start + (dist.rank + 1) * per_rank]
+            results = []
+            _train_packs(ctx, data, mine, ref, results.extend)
+            gathered = gather_to_main(results, dist)
+            if dist.is_main:
+                commit([r for rank in gathered for r in rank], len(packs[start:start + per_round]))
+    bar.close()
     if not dist.is_main:
         return None, None, None
     metrics = [load_json(os.path.join(cfg.SHADOW.TRAIN.CHECKPOINT_DIR, f"{shadow_name(i)}.json"))
