@@ -87,7 +87,7 @@ def _draws(ctx, data, ids, ref):
     pool = ref["pool"]  # random_half: a random half of the population P
     member = np.stack([draw_random_half(len(pool), cfg.RNG_SEED, i) for i in ids])
     train = np.stack([pool[m] for m in member])
-    return train, np.broadcast_to(pool, member.shape), member
+    return train, np.tile(pool, (len(ids), 1)), member
 
 
 def _train_pack(ctx, data, ids, ref, stop=None):
@@ -104,7 +104,7 @@ def _train_pack(ctx, data, ids, ref, stop=None):
     correct = (probs.argmax(-1).numpy() == labels[scored_idx])
     outputs = [None] * len(ids)
     if ref is not None:
-        records = np.broadcast_to(ref["records"], (len(ids), len(ref["records"])))
+        records = np.tile(ref["records"], (len(ids), 1))
         z = logits(pack, data.all_x, records, data.prepare).numpy()
         outputs = [(scaled_logit(z[j], labels[ref["records"]]),
                     true_class_prob(softmax(z[j]), labels[ref["records"]]))
