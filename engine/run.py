@@ -47,7 +47,7 @@ def run(cfg, derived=()):
     ctx.timing["total"] = round(time.perf_counter() - start, 3)
     results.update(timing=ctx.timing, threshold=cfg.ATTACKER.PRED_THRESHOLD,
                    routing=cfg.ATTACKER.TEST.ROUTING, device=str(ctx.device),
-                   config_digest=digest(fingerprint(cfg, ("",))), versions=versions())
+                   config_digest=digest(fingerprint(cfg, tuple(cfg))), versions=versions())
     save_json(ctx.path(METRICS_FILE), results)
     ctx.log.info("\n%s", summary_table(results))
     ctx.log.info("results in %s", ctx.out_dir)

@@ -2,6 +2,8 @@
 
 import os
 
+import numpy as np
+
 from engine.classifier import accuracy, posteriors, train_classifiers
 from engine.pack import ModelPack
 from utils.errors import RunError, UsageError
@@ -12,6 +14,9 @@ from victims import build_model
 
 VICTIM_DIR = "victim"
 CHECKPOINT_FILE = "checkpoint.pth"
+# Keys that decide which records the victim trains on.
+_SPLIT_KEYS = ("RNG_SEED", "VICTIM.TRAIN.SET_SIZE", "DATASET.VICTIM_POOL_SIZE",
+               "SHADOW.TRAIN.DATA_PATH", "DATASET.NAME")
 # Config keys whose change makes a trained victim invalid.
 VICTIM_KEYS = ("DATASET", "VICTIM", "RNG_SEED", "SHADOW.TRAIN.DATA_PATH")
 
@@ -50,15 +55,19 @@ def run_victim(ctx, data):
                              f"({'; '.join(diff[:3])}); use a new OUTPUT_DIR")
         pack = _load_victim(ckpt, path, node, ctx.device)
         ctx.log.info("victim loaded from %s", path)
+        split_diff = [d for d in differing_keys(ckpt.get("fingerprint", fp), fp)
+                      if d.split(":")[0] in _SPLIT_KEYS]
+        if split_diff:  # its "in" records would not be the ones this run evaluates as "in"
+            ctx.log.warning("WARNING: %s was trained on another split (%s); the evaluation's "
+                            "members are this config's victim_train", path, "; ".join(split_diff))
     else:
         pack = train_classifiers(ctx, data, node, [seed], data.splits["victim_train"][None],
                                  ["victim"])
     train_idx = data.splits["victim_train"]
     train_acc = accuracy(posteriors(pack, data.train_x, train_idx[None], data.prepare),
                          data.train_y.cpu()[train_idx][None])[0]
-    test_idx = range(len(data.test_y))
-    test_acc = accuracy(posteriors(pack, data.test_x, [list(test_idx)], data.prepare),
-                        data.test_y.cpu()[None])[0]
+    test_acc = accuracy(posteriors(pack, data.test_x, np.arange(len(data.test_y))[None],
+                                   data.prepare), data.test_y.cpu()[None])[0]
     metrics = {"arch": node.MODEL.ARCH, "train_size": len(train_idx),
                "train_accuracy": train_acc, "test_accuracy": test_acc,
                "source": node.CHECKPOINT or "trained"}
