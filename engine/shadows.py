@@ -225,8 +225,8 @@ def _plan(ctx, store):
             ctx.log.info("reusing %d shadow(s) already in %s", len(done & set(range(n))),
                          store.path)
         store.keep_shadows(done & set(range(n)))  # NUM_MODELS may have shrunk
-        packs = [list(p) for p in pack_ranges(n, models_per_pack(ctx))
-                 if not set(p) <= done]
+        packs = [[i for i in p if i not in done]  # a grown fleet may half-fill a pack
+                 for p in pack_ranges(n, models_per_pack(ctx)) if not set(p) <= done]
     return broadcast_from_main((n, packs), ctx.dist)
 
 

@@ -90,6 +90,26 @@ def test_rerun_reuses_every_stage_and_gives_identical_metrics(tiny_run, data_roo
     assert "reusing 4 shadow" in (tiny_run / "run.log").read_text()
 
 
+def test_more_shadows_extend_the_fleet_without_duplicates(tiny_run, data_root, tmp_path):
+    import shutil
+
+    out = tmp_path / "grown"
+    shutil.copytree(tiny_run, out)
+    # 6 shadows in packs of 3: the pack [3, 4, 5] holds shadow 3, already trained
+    opts = tiny_opts(data_root, out, **{"SHADOW.NUM_MODELS": "6",
+                                        "SHADOW.TRAIN.MODELS_PER_PACK": "3"})
+    assert run_attack.main(opts) == 0
+    with open(out / "attacker_files" / "attack_data_train", "rb") as f:
+        store = pickle.load(f)
+    ids = np.concatenate([e["shadow"] for e in store.values()])
+    assert sorted(set(ids)) == list(range(6))
+    assert (np.bincount(ids) == 1000).all()  # each shadow once: 500 in + 500 out
+    log = (out / "attack.log.tsv").read_text()
+    assert log.count("train\tshadow_003\t1\t") == 1  # shadow 3 was not retrained
+    m = json.loads((out / "metrics.json").read_text())
+    assert [s["shadow"] for s in m["shadows"]] == list(range(6))
+
+
 def test_changed_shadow_settings_are_refused_not_mixed(tiny_run, data_root, capsys):
     code = run_attack.main(tiny_opts(data_root, tiny_run, **{"SHADOW.TRAIN.NUM_EPOCHS": "3"}))
     assert code == 2
