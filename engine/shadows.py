@@ -210,24 +210,23 @@ def _open_store(ctx, fp, ref):
 
 
 def _plan(ctx, store):
-    """(number of shadows, packs still to train); rank 0 decides, every rank learns it."""
+    """(ids of the run's shadows, packs still to train); rank 0 decides, every rank
+    learns it. With SHADOW.TRAIN.ENABLE False the run's shadows are those stored."""
     cfg = ctx.cfg
-    n, packs = cfg.SHADOW.NUM_MODELS, None
+    ids, packs = None, None
     if ctx.dist.is_main:
         done = store.shadow_ids()
-        if not cfg.SHADOW.TRAIN.ENABLE:
-            if not done:
-                raise UsageError(f"SHADOW.TRAIN.ENABLE is False but {store.path} holds no "
-                                 f"attack data; set it True or point OUTPUT_DIR at a run with "
-                                 f"shadows")
-            n = len(done)
+        ids = sorted(done) if not cfg.SHADOW.TRAIN.ENABLE else list(range(cfg.SHADOW.NUM_MODELS))
+        if not cfg.SHADOW.TRAIN.ENABLE and not done:
+            raise UsageError(f"SHADOW.TRAIN.ENABLE is False but {store.path} holds no attack "
+                             f"data; set it True or point OUTPUT_DIR at a run with shadows")
         if done:
-            ctx.log.info("reusing %d shadow(s) already in %s", len(done & set(range(n))),
-                         store.path)
-        store.keep_shadows(done & set(range(n)))  # NUM_MODELS may have shrunk
+            ctx.log.info("reusing %d shadow(s) already in %s", len(done & set(ids)), store.path)
+        store.keep_shadows(done & set(ids))  # NUM_MODELS may have shrunk
         packs = [[i for i in p if i not in done]  # a grown fleet may half-fill a pack
-                 for p in pack_ranges(n, models_per_pack(ctx)) if not set(p) <= done]
-    return broadcast_from_main((n, packs), ctx.dist)
+                 for p in pack_ranges(len(ids), models_per_pack(ctx)) if not set(p) <= done
+                 ] if cfg.SHADOW.TRAIN.ENABLE else []
+    return broadcast_from_main((ids, packs), ctx.dist)
 
 
 def reference_records(cfg, data):
@@ -257,7 +256,7 @@ def run_shadows(ctx, data):
     fp = fingerprint(cfg, keys, exclude=_SHADOW_EXCLUDE)
     ref = reference_records(cfg, data)
     store = _open_store(ctx, fp, ref) if dist.is_main else None
-    n, packs = _plan(ctx, store)
+    ids, packs = _plan(ctx, store)
     per_rank = shadow_workers(cfg, ctx.device)
     per_round = per_rank * dist.world_size
     ctx.log.info("%d shadow(s) to train in %d pack(s); %d process(es) x %d pack(s) at a time",
@@ -283,7 +282,7 @@ def run_shadows(ctx, data):
     if not dist.is_main:
         return None, None, None
     metrics = [load_json(os.path.join(cfg.SHADOW.TRAIN.CHECKPOINT_DIR, f"{shadow_name(i)}.json"))
-               for i in range(n)]
+               for i in ids]
     return store.attack_data, store.reference, metrics
 
 

@@ -110,6 +110,23 @@ def test_more_shadows_extend_the_fleet_without_duplicates(tiny_run, data_root, t
     assert [s["shadow"] for s in m["shadows"]] == list(range(6))
 
 
+def test_shadows_off_uses_exactly_the_stored_shadows(tiny_run, data_root, tmp_path):
+    import shutil
+
+    from datasets import AttackData
+
+    out = tmp_path / "gappy"
+    shutil.copytree(tiny_run, out)
+    path = out / "attacker_files" / "attack_data_train"
+    data = AttackData.load(path)
+    data.keep_shadows({0, 2, 3})  # as after a crash with packs finishing out of order
+    data.save(path)
+    opts = tiny_opts(data_root, out, **{"SHADOW.TRAIN.ENABLE": "False"})
+    assert run_attack.main(opts) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert [s["shadow"] for s in m["shadows"]] == [0, 2, 3]
+
+
 def test_changed_shadow_settings_are_refused_not_mixed(tiny_run, data_root, capsys):
     code = run_attack.main(tiny_opts(data_root, tiny_run, **{"SHADOW.TRAIN.NUM_EPOCHS": "3"}))
     assert code == 2
