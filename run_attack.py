@@ -22,7 +22,7 @@ def main(argv=None):
     except (UsageError, RunError) as e:
         if os.environ.get("MIA_DEBUG"):
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # always one line
         return 2 if isinstance(e, UsageError) else 1
     except KeyboardInterrupt:
         print("interrupted: rerun the same command (same OUTPUT_DIR) to resume", file=sys.stderr)

@@ -18,6 +18,7 @@ from datasets import DATASETS, get_dataset_info
 from engine.methods import METHODS, NEEDS_RANDOM_HALF
 from engine.optim import CRITERIA, OPTIMIZERS
 from utils.errors import UsageError
+from utils.fingerprint import flatten
 from victims import MODELS
 
 # Shadow keys that default to the victim's value: shadow key -> (victim key, "as victim" value).
@@ -38,18 +39,6 @@ _SAMPLINGS = ("disjoint", "random_half")
 # Largest learning rate accepted: far past any useful one, well inside float32.
 _MAX_LR = 1e6
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-
-
-def _flatten(tree, prefix=""):
-    """Nested dict -> {"A.B.C": value}."""
-    out = {}
-    for key, value in tree.items():
-        full = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, full + "."))
-        else:
-            out[full] = value
-    return out
 
 
 def _get(cfg, key):
@@ -100,7 +89,7 @@ def _coerce(key, value, default):
 
 def merge_pairs(cfg, pairs, source):
     """Set each (key, value) in cfg, checking the key exists and the type fits."""
-    valid = list(_flatten(cfg))
+    valid = list(flatten(cfg))
     for key, value in pairs:
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1)
@@ -121,7 +110,7 @@ def load_yaml(path):
         raise UsageError(f"--cfg: {path} is not valid YAML{at}") from None
     if not isinstance(tree, dict):
         raise UsageError(f"--cfg: {path} must hold a mapping of config keys")
-    return _flatten(tree)
+    return flatten(tree)
 
 
 def build_cfg(cfg_file="", opts=()):

@@ -4,12 +4,13 @@ import hashlib
 import json
 
 
-def _flat(node, prefix=""):
+def flatten(node, prefix=""):
+    """Nested dict (or CfgNode) -> {"A.B.C": value}, tuples as lists."""
     out = {}
     for key, value in node.items():
         full = f"{prefix}{key}"
         if isinstance(value, dict):
-            out.update(_flat(value, full + "."))
+            out.update(flatten(value, full + "."))
         else:
             out[full] = list(value) if isinstance(value, tuple) else value
     return out
@@ -17,7 +18,7 @@ def _flat(node, prefix=""):
 
 def fingerprint(cfg, prefixes, exclude=()):
     """{key: value} of the config keys under `prefixes`, less those under `exclude`."""
-    flat = _flat(cfg)
+    flat = flatten(cfg)
     return {k: v for k, v in sorted(flat.items())
             if any(k == p or k.startswith(p + ".") for p in prefixes)
             and not any(k == e or k.startswith(e + ".") for e in exclude)}

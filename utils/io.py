@@ -74,7 +74,9 @@ def load_pickle(path, encoding="ASCII"):
     except OSError as e:
         raise RunError(f"cannot read {path}: {e.strerror}") from None
     except Exception as e:  # a tampered or truncated file raises many kinds of error
-        raise RunError(f"refusing {path}: not a valid data pickle ({e})") from None
+        reason = " ".join(str(e).split())[:120]  # it may quote the file's bytes
+        raise RunError(f"refusing {path}: not a valid data pickle ({type(e).__name__}: "
+                       f"{reason!r})") from None
 
 
 def save_npz(path, **arrays):
