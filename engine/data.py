@@ -1,6 +1,5 @@
 """Data stage: the dataset as device tensors, the run's splits, and their preprocessing."""
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,7 +103,3 @@ def build_data(ctx):
     return RunData(all_x=all_x, all_y=all_y, train_x=all_x[:n], train_y=all_y[:n],
                    test_x=all_x[n:], test_y=all_y[n:], splits=splits, image_size=info.image_size,
                    prepare=make_prepare(cfg.DATASET.MEAN, cfg.DATASET.STD, device))
-
-
-def splits_path(out_dir):
-    return os.path.join(out_dir, SPLITS_FILE)

@@ -84,8 +84,3 @@ def predict(pack, inputs, idx, *, batch_size, prepare):
     out = [pack(_gather(inputs, idx[:, s:s + batch_size], prepare)).float()
            for s in range(0, idx.shape[1], batch_size)]
     return torch.cat(out, 1).cpu()
-
-
-def predict_proba(pack, inputs, idx, *, batch_size, prepare):
-    """(K, n) indices -> (K, n, C) float32 softmax posteriors (eval mode, no grad)."""
-    return torch.softmax(predict(pack, inputs, idx, batch_size=batch_size, prepare=prepare), -1)

@@ -26,10 +26,6 @@ def setup_logger(run_dir, prefix=""):
     return log
 
 
-def get_logger():
-    return logging.getLogger(_LOGGER)
-
-
 class TsvLog:
     """Append-only TSV: one row per epoch or test result, flushed at once."""
 
