@@ -29,8 +29,9 @@ def attack_model_path(folder, k):
     return os.path.join(folder, f"attack_model_{k}", "checkpoint.pth")
 
 
-def _build(cfg):
-    return build_attack_model(cfg.ATTACKER.MODEL.ARCH, cfg.VICTIM.NUM_CLASSES,
+def _build(cfg, in_features=None):
+    """A fresh ATTACKER.MODEL; in_features defaults to the victim's posterior width."""
+    return build_attack_model(cfg.ATTACKER.MODEL.ARCH, in_features or cfg.VICTIM.NUM_CLASSES,
                               cfg.ATTACKER.MODEL.LAYER_DIMS)
 
 
@@ -56,26 +57,32 @@ def load_attack_models(cfg, folder, fp=None):
     return models
 
 
-def _train_group(ctx, classes, attack_data):
-    """Train the attack models of `classes` (equal record counts) as one pack."""
+def fit_attack_pack(ctx, x, y, seed_ids, names, in_features=None):
+    """Train one ATTACKER.MODEL per name with the ATTACKER recipe, as one pack: member j
+    on its equal share of the rows of x ((len(names) * n, F) float32) and y ((.., ) 1/0),
+    initialised from seed_ids[j]. Returns the trained pack (on ctx.device)."""
     cfg = ctx.cfg
-    seeds = [derive_seed(cfg.RNG_SEED, ROLE_ATTACK, k) for k in classes]
-    pack = ModelPack(seeded_models(lambda: _build(cfg), seeds)).to(ctx.device)
-    x = torch.as_tensor(np.concatenate([attack_data.store[k]["data"] for k in classes]))
-    y = torch.as_tensor(np.concatenate([attack_data.store[k]["labels"] for k in classes]))
-    n = len(attack_data.store[classes[0]]["labels"])
-    idx = torch.arange(len(classes) * n).view(len(classes), n)
-    names = [f"attack_model_{k}" for k in classes]
+    seeds = [derive_seed(cfg.RNG_SEED, ROLE_ATTACK, i) for i in seed_ids]
+    pack = ModelPack(seeded_models(lambda: _build(cfg, in_features), seeds)).to(ctx.device)
+    idx = torch.arange(len(y), device=ctx.device).view(len(names), -1)
 
     def on_epoch(epoch, losses):
         for name, loss in zip(names, losses.tolist()):
             ctx.tsv.row(stage="attack", model=name, epoch=epoch + 1, loss=loss)
 
-    fit(pack, x.to(ctx.device), y.to(ctx.device), idx.to(ctx.device),
-        epochs=cfg.ATTACKER.TRAIN.NUM_EPOCHS, batch_size=cfg.ATTACKER.TRAIN.BATCH_SIZE,
-        optimizer=build_optimizer(pack.parameters(), cfg.ATTACKER.OPTIMIZER, ctx.device),
-        criterion=get_criterion("attack", cfg.ATTACKER.CRITERION), seeds=seeds,
-        prepare=lambda t: t, desc=f"train attack models {classes}", on_epoch=on_epoch)
+    return fit(pack, torch.as_tensor(x).to(ctx.device), torch.as_tensor(y).to(ctx.device), idx,
+               epochs=cfg.ATTACKER.TRAIN.NUM_EPOCHS, batch_size=cfg.ATTACKER.TRAIN.BATCH_SIZE,
+               optimizer=build_optimizer(pack.parameters(), cfg.ATTACKER.OPTIMIZER, ctx.device),
+               criterion=get_criterion("attack", cfg.ATTACKER.CRITERION), seeds=seeds,
+               prepare=lambda t: t, desc=f"train {names[0]}" + ("+" if len(names) > 1 else ""),
+               on_epoch=on_epoch)
+
+
+def _train_group(ctx, classes, attack_data):
+    """Train the attack models of `classes` (equal record counts) as one pack."""
+    x = np.concatenate([attack_data.store[k]["data"] for k in classes])
+    y = np.concatenate([attack_data.store[k]["labels"] for k in classes])
+    pack = fit_attack_pack(ctx, x, y, classes, [f"attack_model_{k}" for k in classes])
     return pack.member_state_dicts()
 
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from attack_models import build_attack_model
 from attack_models.lira import lira_scores
 from attack_models.rmia import rmia_scores
 from attack_models.signals import (
@@ -19,10 +18,8 @@ from attack_models.signals import (
     top3_sorted,
     true_class_prob,
 )
-from engine.optim import build_optimizer, get_criterion
-from engine.pack import ModelPack
-from engine.trainer import fit, predict, seeded_models
-from utils.runtime import ROLE_ATTACK, derive_seed
+from engine.attack import fit_attack_pack
+from engine.trainer import predict
 
 # Level of the one-sided tests (LiRA offline, RMIA) that turn scores into decisions.
 _TEST_LEVEL = 0.05
@@ -86,16 +83,9 @@ def _ml_leaks(ctx, ev, v):
     """Salem et al. 2019: one attack model on the three largest posteriors, all classes."""
     cfg = ctx.cfg
     store = ev.attack_data.store
-    x = torch.as_tensor(np.concatenate([top3_sorted(e["data"]) for e in store.values()]))
-    y = torch.as_tensor(np.concatenate([e["labels"] for e in store.values()]))
-    seed = derive_seed(cfg.RNG_SEED, ROLE_ATTACK, _ML_LEAKS_SEED)
-    pack = ModelPack(seeded_models(lambda: build_attack_model(
-        cfg.ATTACKER.MODEL.ARCH, 3, cfg.ATTACKER.MODEL.LAYER_DIMS), [seed])).to(ctx.device)
-    fit(pack, x.to(ctx.device), y.to(ctx.device), torch.arange(len(y), device=ctx.device)[None],
-        epochs=cfg.ATTACKER.TRAIN.NUM_EPOCHS, batch_size=cfg.ATTACKER.TRAIN.BATCH_SIZE,
-        optimizer=build_optimizer(pack.parameters(), cfg.ATTACKER.OPTIMIZER, ctx.device),
-        criterion=get_criterion("attack", cfg.ATTACKER.CRITERION), seeds=[seed],
-        prepare=lambda t: t, desc="train ml_leaks")
+    x = np.concatenate([top3_sorted(e["data"]) for e in store.values()])
+    y = np.concatenate([e["labels"] for e in store.values()])
+    pack = fit_attack_pack(ctx, x, y, [_ML_LEAKS_SEED], ["ml_leaks"], in_features=3)
     feats = torch.as_tensor(top3_sorted(v.probs), device=ctx.device)
     out = predict(pack, feats, torch.arange(len(feats), device=ctx.device)[None],
                   batch_size=cfg.ATTACKER.TEST.BATCH_SIZE, prepare=lambda t: t)

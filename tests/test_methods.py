@@ -64,7 +64,8 @@ def _ctx():
     cfg, _ = build_cfg("", ["ATTACKER.TRAIN.NUM_EPOCHS", "20", "ATTACKER.OPTIMIZER.ALPHA", "0.01",
                             "SHADOW.SAMPLING", "random_half", "OUTPUT_DIR", "/tmp/unused",
                             "ATTACKER.METHODS", str(list(METHODS))])
-    return SimpleNamespace(cfg=cfg, device=torch.device("cpu"))
+    return SimpleNamespace(cfg=cfg, device=torch.device("cpu"),
+                           tsv=SimpleNamespace(row=lambda **kw: None))
 
 
 def _shokri_models(ctx, data):
@@ -72,7 +73,6 @@ def _shokri_models(ctx, data):
     from attack_models import FCNet
     from engine.attack import train_attack_models
 
-    ctx.tsv = SimpleNamespace(row=lambda **kw: None)
     models = {}
     for k, state in train_attack_models(ctx, data).items():
         m = FCNet(C, ctx.cfg.ATTACKER.MODEL.LAYER_DIMS)
