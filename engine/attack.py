@@ -11,18 +11,21 @@ import torch
 from attack_models import build_attack_model
 from engine.optim import build_optimizer, get_criterion
 from engine.pack import ModelPack
+from engine.shadows import shadow_fingerprint
 from engine.trainer import fit, seeded_models
 from utils.errors import RunError, UsageError
 from utils.fingerprint import fingerprint
 from utils.io import load_checkpoint, save_checkpoint
 from utils.runtime import ROLE_ATTACK, derive_seed
 
-# Config keys that change what an attack model is (with the shadow keys behind its data).
+# Config keys that change what an attack model is, beside those that make its shadows
+# (engine.shadows.shadow_fingerprint) and how many shadows there are.
 ATTACK_KEYS = ("ATTACKER.MODEL", "ATTACKER.OPTIMIZER", "ATTACKER.CRITERION",
-               "ATTACKER.TRAIN.NUM_EPOCHS", "ATTACKER.TRAIN.BATCH_SIZE", "ATTACKER.VICTIM_CLASSES",
-               "SHADOW", "DATASET", "RNG_SEED")
-_ATTACK_EXCLUDE = ("SHADOW.TRAIN.ENABLE", "SHADOW.TRAIN.CHECKPOINT_DIR",
-                   "SHADOW.TRAIN.SAVE_CHECKPOINTS", "SHADOW.TRAIN.MODELS_PER_PACK")
+               "ATTACKER.TRAIN.NUM_EPOCHS", "ATTACKER.TRAIN.BATCH_SIZE", "SHADOW.NUM_MODELS")
+
+
+def attack_fingerprint(cfg):
+    return {**shadow_fingerprint(cfg), **fingerprint(cfg, ATTACK_KEYS)}
 
 
 def attack_model_path(folder, k):
@@ -100,7 +103,7 @@ def run_attack_training(ctx, attack_data):
         ctx.log.info("attack models loaded from %s", folder)
         return models
     folder = cfg.ATTACKER.TRAIN.CHECKPOINT_DIR
-    fp = fingerprint(cfg, ATTACK_KEYS, exclude=_ATTACK_EXCLUDE)
+    fp = attack_fingerprint(cfg)
     models = load_attack_models(cfg, folder, fp)
     if models is not None:
         ctx.log.info("reusing attack models in %s (same settings)", folder)

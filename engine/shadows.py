@@ -37,6 +37,13 @@ _RANDOM_HALF_KEYS = ("VICTIM.TRAIN.SET_SIZE", "DATASET.VICTIM_POOL_SIZE", "ATTAC
                      "ATTACKER.TEST.DATA_PATH", "ATTACKER.RMIA.NUM_POPULATION")
 _SHADOW_EXCLUDE = ("SHADOW.NUM_MODELS", "SHADOW.TRAIN.ENABLE", "SHADOW.TRAIN.CHECKPOINT_DIR",
                    "SHADOW.TRAIN.SAVE_CHECKPOINTS", "SHADOW.TRAIN.MODELS_PER_PACK")
+
+
+def shadow_fingerprint(cfg):
+    """The config keys (and values) that decide what each shadow is."""
+    random_half = cfg.SHADOW.SAMPLING == "random_half"
+    return fingerprint(cfg, SHADOW_KEYS + (_RANDOM_HALF_KEYS if random_half else ()),
+                       exclude=_SHADOW_EXCLUDE)
 # Shadows per pack when MODELS_PER_PACK is 0 (measured best on a 2-core CPU: 8).
 _AUTO_PACK = {"cpu": 8, "cuda": 64}
 
@@ -252,8 +259,7 @@ def run_shadows(ctx, data):
     shadow's metrics, then saves the data.
     """
     cfg, dist = ctx.cfg, ctx.dist
-    keys = SHADOW_KEYS + (_RANDOM_HALF_KEYS if cfg.SHADOW.SAMPLING == "random_half" else ())
-    fp = fingerprint(cfg, keys, exclude=_SHADOW_EXCLUDE)
+    fp = shadow_fingerprint(cfg)
     ref = reference_records(cfg, data)
     store = _open_store(ctx, fp, ref) if dist.is_main else None
     ids, packs = _plan(ctx, store)

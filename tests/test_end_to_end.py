@@ -127,6 +127,21 @@ def test_shadows_off_uses_exactly_the_stored_shadows(tiny_run, data_root, tmp_pa
     assert [s["shadow"] for s in m["shadows"]] == [0, 2, 3]
 
 
+def test_changed_attack_settings_retrain_only_the_attack_models(tiny_run, data_root, tmp_path):
+    import shutil
+
+    out = tmp_path / "retune"
+    shutil.copytree(tiny_run, out)
+    before = (out / "attack.log.tsv").read_text()
+    assert run_attack.main(tiny_opts(data_root, out, **{"ATTACKER.TRAIN.NUM_EPOCHS": "3"})) == 0
+    added = (out / "attack.log.tsv").read_text()[len(before):]
+    assert "train\tshadow_" not in added and "train\tvictim" not in added
+    assert "attack\tattack_model_0\t3\t" in added and "attack\tattack_model_0\t4\t" not in added
+    ckpt = load_checkpoint(out / "attacker_files" / "attack_model_0" / "checkpoint.pth")
+    assert ckpt["fingerprint"]["ATTACKER.TRAIN.NUM_EPOCHS"] == 3
+    assert ckpt["fingerprint"]["SHADOW.TRAIN.NUM_EPOCHS"] == 15
+
+
 def test_changed_shadow_settings_are_refused_not_mixed(tiny_run, data_root, capsys):
     code = run_attack.main(tiny_opts(data_root, tiny_run, **{"SHADOW.TRAIN.NUM_EPOCHS": "3"}))
     assert code == 2
