@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from engine.data import make_prepare
+from engine.data import normalised_images
 from engine.optim import CRITERIA
 from engine.pack import ModelPack
 from engine.trainer import fit, seeded_models
@@ -21,9 +21,9 @@ from victims import MODELS
 
 def fleet(shadows, per_pack, records, epochs, batch, amp, device, channels_last=True):
     """Seconds to train the fleet, pack after pack."""
-    x = torch.randint(0, 256, (50000, 3, 32, 32), dtype=torch.uint8, device=device)
+    x = torch.randint(0, 256, (50000, 3, 32, 32), dtype=torch.uint8)
+    x = normalised_images(x, (0.49, 0.48, 0.45), (0.2, 0.2, 0.2), device)
     y = torch.randint(0, 10, (50000,), device=device)
-    prepare = make_prepare((0.49, 0.48, 0.45), (0.2, 0.2, 0.2), device)
     torch.cuda.synchronize()
     start = time.perf_counter()
     for first in range(0, shadows, per_pack):
@@ -33,7 +33,7 @@ def fleet(shadows, per_pack, records, epochs, batch, amp, device, channels_last=
         idx = torch.stack([torch.randperm(50000, device=device)[:records] for _ in seeds])
         opt = torch.optim.Adam(pack.parameters(), 1e-3, fused=True)
         fit(pack, x, y, idx, epochs=epochs, batch_size=batch, optimizer=opt,
-            criterion=CRITERIA["classifier"]["ce"], seeds=seeds, prepare=prepare,
+            criterion=CRITERIA["classifier"]["ce"], seeds=seeds,
             desc=f"pack {first}", amp=amp)
     torch.cuda.synchronize()
     return time.perf_counter() - start

@@ -107,7 +107,7 @@ _C.SHADOW.SAMPLING = "disjoint"
 _C.SHADOW.TRAIN.SAVE_CHECKPOINTS = False
 # Shadows trained at once as one grouped model (engine/pack.py); results equal
 # one-by-one training up to float rounding. 0: automatic (up to 64 on CUDA; on CPU up
-# to 8, fewer when that leaves a NUM_WORKERS worker idle).
+# to 16, fewer when that leaves a NUM_WORKERS worker idle).
 _C.SHADOW.TRAIN.MODELS_PER_PACK = 0
 
 # ------------------------------------------------------------------------------------ #
@@ -201,9 +201,10 @@ _C.USE_GPU = 1
 _C.NUM_WORKERS = 2
 # CPU threads for torch; 0: torch's default (one per core).
 _C.NUM_THREADS = 0
-# bf16 autocast when training victim and shadows on CUDA (faster on tensor cores;
-# posteriors and weights stay float32, results differ from float32 training by more
-# than rounding). Ignored on CPU.
+# bf16 autocast when training victim and shadows: faster on CUDA tensor cores and on
+# CPUs with AVX512-BF16/AMX (slower on others). Posteriors, loss and weights stay
+# float32, but results differ from float32 training by more than rounding (README,
+# "Speed"), so it is part of the victim and shadow fingerprints.
 _C.MIXED_PRECISION = False
 # Parent folder of run folders, used when OUTPUT_DIR is empty.
 _C.LOG_DIR = "./log/"

@@ -77,7 +77,7 @@ def fit_attack_pack(ctx, x, y, seed_ids, names, in_features=None):
                epochs=cfg.ATTACKER.TRAIN.NUM_EPOCHS, batch_size=cfg.ATTACKER.TRAIN.BATCH_SIZE,
                optimizer=build_optimizer(pack.parameters(), cfg.ATTACKER.OPTIMIZER, ctx.device),
                criterion=get_criterion("attack", cfg.ATTACKER.CRITERION), seeds=seeds,
-               prepare=lambda t: t, desc=f"train {names[0]}" + ("+" if len(names) > 1 else ""),
+               desc=f"train {names[0]}" + ("+" if len(names) > 1 else ""),
                on_epoch=on_epoch)
 
 

@@ -35,19 +35,19 @@ def train_classifiers(ctx, data, node, seeds, train_idx, names, stop=None):
     return fit(pack, data.all_x, data.all_y, idx, epochs=node.TRAIN.NUM_EPOCHS,
                batch_size=node.TRAIN.BATCH_SIZE, optimizer=optimizer,
                criterion=get_criterion("classifier", node.CRITERION), seeds=seeds,
-               prepare=data.prepare, desc=f"train {names[0]}" + ("+" if len(names) > 1 else ""),
+               desc=f"train {names[0]}" + ("+" if len(names) > 1 else ""),
                on_epoch=on_epoch, stop=stop, amp=ctx.cfg.MIXED_PRECISION)
 
 
-def logits(pack, x, idx, prepare):
+def logits(pack, x, idx):
     """(K, n) numpy indices into x -> (K, n, C) float32 logits (CPU tensor, eval mode)."""
     idx = torch.as_tensor(idx, device=x.device)
-    return predict(pack, x, idx, batch_size=INFERENCE_BATCH, prepare=prepare)
+    return predict(pack, x, idx, batch_size=INFERENCE_BATCH)
 
 
-def posteriors(pack, x, idx, prepare):
+def posteriors(pack, x, idx):
     """(K, n) numpy indices into x -> (K, n, C) float32 softmax posteriors (CPU tensor)."""
-    return torch.softmax(logits(pack, x, idx, prepare), -1)
+    return torch.softmax(logits(pack, x, idx), -1)
 
 
 def accuracy(probs, labels):

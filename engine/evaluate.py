@@ -21,14 +21,14 @@ def victim_outputs(ctx, data, victim, reference_records=None, num_pool=0):
     """VictimOutputs on eval_in then eval_out (and on RMIA's z records when given)."""
     ev_in, ev_out = data.splits["eval_in"], data.splits["eval_out"]
     idx = np.r_[ev_in, ev_out + len(data.train_y)]
-    z = logits(victim, data.all_x, idx[None], data.prepare)[0].numpy()
+    z = logits(victim, data.all_x, idx[None])[0].numpy()
     probs = torch.softmax(torch.as_tensor(z), -1).numpy()
     labels = data.all_y.cpu().numpy()[idx]
     routes = labels if ctx.cfg.ATTACKER.TEST.ROUTING == "label" else probs.argmax(1)
     out = VictimOutputs(logits=z, probs=probs, labels=labels, routes=routes)
     if reference_records is not None:
         pop = reference_records[num_pool:]
-        pop_probs = torch.softmax(logits(victim, data.all_x, pop[None], data.prepare)[0], -1)
+        pop_probs = torch.softmax(logits(victim, data.all_x, pop[None])[0], -1)
         out.pop_p_true = true_class_prob(pop_probs.numpy(), data.all_y.cpu().numpy()[pop])
     return out
 

@@ -88,7 +88,7 @@ def _ml_leaks(ctx, ev, v):
     pack = fit_attack_pack(ctx, x, y, [_ML_LEAKS_SEED], ["ml_leaks"], in_features=3)
     feats = torch.as_tensor(top3_sorted(v.probs), device=ctx.device)
     out = predict(pack, feats, torch.arange(len(feats), device=ctx.device)[None],
-                  batch_size=cfg.ATTACKER.TEST.BATCH_SIZE, prepare=lambda t: t)
+                  batch_size=cfg.ATTACKER.TEST.BATCH_SIZE)
     return torch.sigmoid(out[0, :, 0]).double().numpy(), cfg.ATTACKER.PRED_THRESHOLD
 
 

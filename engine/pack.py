@@ -1,10 +1,11 @@
 """K models of one sequential architecture trained and run as one grouped model.
 
-Convolutions become one convolution with `groups=K` over stacked channels
-(layout (B, K*C, H, W), channels_last), dense layers one batched matmul (layout
-(K, B, F)). Each member keeps its own weights: with the sum of per-member mean losses
-and an element-wise optimizer (Adam, SGD), training a pack equals training its members
-one by one up to float rounding (tests/test_pack.py checks it in float64).
+Convolutions become one convolution with `groups=K` over stacked channels (layout
+(B, K*C, H, W); channels_last weights make the backend run channels_last), dense layers
+one batched matmul (layout (K, B, F)). Each member keeps its own weights: with the sum
+of per-member mean losses and an element-wise optimizer (Adam, SGD), training a pack
+equals training its members one by one up to float rounding (tests/test_pack.py checks
+it in float64).
 """
 
 import torch
@@ -28,6 +29,9 @@ class _GroupedConv2d(nn.Module):
                        groups=c.groups * self.k)
         self.weight = nn.Parameter(torch.cat([m.weight.detach() for m in convs]))
         self.bias = nn.Parameter(torch.cat([m.bias.detach() for m in convs]))
+
+    def channels_last_(self):
+        self.weight.data = self.weight.data.contiguous(memory_format=torch.channels_last)
 
     def forward(self, x):  # (B, K*C_in, H, W) -> (B, K*C_out, H', W')
         return F.conv2d(x, self.weight, self.bias, **self.kw)
@@ -117,6 +121,11 @@ class ModelPack(nn.Module):
         self.names = [n for n, _ in _leaves(models[0])]
         columns = zip(*[[m for _, m in _leaves(model)] for model in models])
         self.layers = nn.ModuleList(self._group(list(col)) for col in columns)
+        self.conv_first = isinstance(self.layers[0], _GroupedConv2d)
+        if channels_last:
+            for layer in self.layers:
+                if isinstance(layer, _GroupedConv2d):
+                    layer.channels_last_()
 
     def _group(self, mods):
         kind = type(mods[0])
@@ -126,20 +135,22 @@ class ModelPack(nn.Module):
             return _GroupedFlatten(self.k)
         return mods[0]
 
+    def gather(self, inputs, idx):
+        """Member j's records inputs[idx[j]] ((K, B) indices) in the layout of the first
+        layer: (B, K*C, H, W) for a convolution (gathered in that order, so no copy
+        rearranges them; the backend reorders to channels_last faster than a permute
+        does), else (K, B, ...)."""
+        if self.conv_first:
+            return inputs[idx.t().contiguous()].flatten(1, 2)
+        return inputs[idx]
+
     def forward(self, x):
-        if isinstance(self.layers[0], _GroupedConv2d):
-            x = self._to_grouped_channels(x)
+        """x: (K, B, ...) member inputs, or the (B, K*C, H, W) layout of gather()."""
+        if self.conv_first and x.dim() == 5:
+            x = x.transpose(0, 1).flatten(1, 2)
         for layer in self.layers:
             x = layer(x)
         return x
-
-    def _to_grouped_channels(self, x):
-        """(K, B, C, H, W) -> (B, K*C, H, W), channels_last in one copy when asked."""
-        k, b, c, h, w = x.shape
-        if self.channels_last:
-            x = x.permute(1, 3, 4, 0, 2).reshape(b, h, w, k * c)
-            return x.permute(0, 3, 1, 2)
-        return x.transpose(0, 1).reshape(b, k * c, h, w)
 
     def member_state_dicts(self):
         """One state_dict per member, loadable into the original architecture (CPU tensors)."""

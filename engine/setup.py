@@ -72,6 +72,9 @@ def setup_run(cfg, derived):
     for key, value in derived:
         log.info("derived %s = %s", key, value)
     log.info("versions %s", versions())
+    if cfg.MIXED_PRECISION and device.type == "cpu" and not torch.cpu._is_avx512_bf16_supported():
+        log.warning("MIXED_PRECISION True on a CPU without AVX512-BF16/AMX: bf16 is emulated "
+                    "here and likely slower than float32")
     return RunContext(cfg=cfg, device=device, out_dir=out_dir, log=log,
                       tsv=TsvLog(os.path.join(out_dir, TSV_FILE)), dist=dist)
 

@@ -31,7 +31,7 @@ REFERENCE_FILE = "reference_scores.npz"
 # Config keys that change what a shadow is; NUM_MODELS is not one of them: raising it
 # extends the fleet, lowering it uses the first shadows.
 SHADOW_KEYS = ("DATASET", "SHADOW", "RNG_SEED", "VICTIM.NUM_CLASSES", "VICTIM.IN_FEATURES",
-               "ATTACKER.VICTIM_CLASSES")
+               "ATTACKER.VICTIM_CLASSES", "MIXED_PRECISION")
 # random_half shadows also depend on the evaluated records they train on.
 _RANDOM_HALF_KEYS = ("VICTIM.TRAIN.SET_SIZE", "DATASET.VICTIM_POOL_SIZE", "ATTACKER.TEST.BALANCED",
                      "ATTACKER.TEST.DATA_PATH", "ATTACKER.RMIA.NUM_POPULATION")
@@ -44,8 +44,9 @@ def shadow_fingerprint(cfg):
     random_half = cfg.SHADOW.SAMPLING == "random_half"
     return fingerprint(cfg, SHADOW_KEYS + (_RANDOM_HALF_KEYS if random_half else ()),
                        exclude=_SHADOW_EXCLUDE)
-# Shadows per pack when MODELS_PER_PACK is 0 (measured best on a 2-core CPU: 8).
-_AUTO_PACK = {"cpu": 8, "cuda": 64}
+# Shadows per pack when MODELS_PER_PACK is 0 (best measured on a 2-core CPU: 16 per pack,
+# one pack per worker; benchmarks/bench_speed.py).
+_AUTO_PACK = {"cpu": 16, "cuda": 64}
 
 
 def shadow_name(i):
@@ -107,12 +108,12 @@ def _train_pack(ctx, data, ids, ref, stop=None):
     seeds = [derive_seed(cfg.RNG_SEED, ROLE_SHADOW, i) for i in ids]
     names = [shadow_name(i) for i in ids]
     pack = train_classifiers(ctx, data, node, seeds, train_idx, names, stop=stop)
-    probs = posteriors(pack, data.all_x, scored_idx, data.prepare)
+    probs = posteriors(pack, data.all_x, scored_idx)
     correct = (probs.argmax(-1).numpy() == labels[scored_idx])
     outputs = [None] * len(ids)
     if ref is not None:
         records = np.tile(ref["records"], (len(ids), 1))
-        z = logits(pack, data.all_x, records, data.prepare).numpy()
+        z = logits(pack, data.all_x, records).numpy()
         outputs = [(scaled_logit(z[j], labels[ref["records"]]),
                     true_class_prob(softmax(z[j]), labels[ref["records"]]))
                    for j in range(len(ids))]

@@ -1,6 +1,7 @@
 """The generic trainer: fit a pack of K models, each on its own records, and predict.
 
-Inputs stay whole on the device; a mini-batch is an index slice, gathered as (K, B, ...).
+Inputs stay whole on the device; a mini-batch is an index slice that the pack gathers
+in its own layout (ModelPack.gather).
 Each member draws its own shuffles from its own generator, so a member trained in a
 pack sees exactly the batches it would see alone.
 """
@@ -27,13 +28,8 @@ def seeded_models(build_fn, seeds):
     return models
 
 
-def _gather(inputs, idx, prepare):
-    """(K, B) indices -> prepared (K, B, ...) inputs."""
-    return prepare(inputs[idx])
-
-
 def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, optimizer, criterion,
-        seeds, prepare, desc, on_epoch=None, stop=None, amp=False):
+        seeds, desc, on_epoch=None, stop=None, amp=False):
     """Train every member of `pack` on its row of train_idx ((K, n) int64 on the device).
 
     inputs: (N, ...) tensor on the device; targets: (N,) on the device; criterion maps
@@ -41,13 +37,12 @@ def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, optimizer, crit
     members of each member's mean loss. on_epoch(epoch, (K,) mean losses) is called after
     every epoch. Raises RunError when a loss turns NaN or infinite, and Interrupted when
     the threading.Event `stop` is set (checked every step). amp: bf16 autocast of the
-    forward pass (CUDA only; the loss and the weights stay float32).
+    forward pass (CUDA, or CPU with AVX512-BF16/AMX; the loss and the weights stay float32).
     """
     k, n = train_idx.shape
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     steps = math.ceil(n / batch_size)
     device_type = train_idx.device.type
-    amp = amp and device_type == "cuda"
     pack.train()
     bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False, dynamic_ncols=True)
     for epoch in bar:
@@ -59,7 +54,7 @@ def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, optimizer, crit
                 raise Interrupted(desc)
             idx = order[:, step * batch_size:(step + 1) * batch_size]
             with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
-                logits = pack(_gather(inputs, idx, prepare))
+                logits = pack(pack.gather(inputs, idx))
             losses = criterion(logits.float().flatten(0, 1), targets[idx].flatten())
             member_loss = losses.view(k, -1).mean(1)
             optimizer.zero_grad(set_to_none=True)
@@ -77,10 +72,10 @@ def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, optimizer, crit
 
 
 @torch.inference_mode()
-def predict(pack, inputs, idx, *, batch_size, prepare):
+def predict(pack, inputs, idx, *, batch_size):
     """Members' outputs on their own records: (K, n) indices -> (K, n, out) float32 CPU
     logits, in eval mode."""
     pack.eval()
-    out = [pack(_gather(inputs, idx[:, s:s + batch_size], prepare)).float()
+    out = [pack(pack.gather(inputs, idx[:, s:s + batch_size])).float()
            for s in range(0, idx.shape[1], batch_size)]
     return torch.cat(out, 1).cpu()

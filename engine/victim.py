@@ -18,7 +18,7 @@ CHECKPOINT_FILE = "checkpoint.pth"
 _SPLIT_KEYS = ("RNG_SEED", "VICTIM.TRAIN.SET_SIZE", "DATASET.VICTIM_POOL_SIZE",
                "SHADOW.TRAIN.DATA_PATH", "DATASET.NAME")
 # Config keys whose change makes a trained victim invalid.
-VICTIM_KEYS = ("DATASET", "VICTIM", "RNG_SEED", "SHADOW.TRAIN.DATA_PATH")
+VICTIM_KEYS = ("DATASET", "VICTIM", "RNG_SEED", "SHADOW.TRAIN.DATA_PATH", "MIXED_PRECISION")
 
 
 def _load_victim(ckpt, path, node, device):
@@ -64,10 +64,10 @@ def run_victim(ctx, data):
         pack = train_classifiers(ctx, data, node, [seed], data.splits["victim_train"][None],
                                  ["victim"])
     train_idx = data.splits["victim_train"]
-    train_acc = accuracy(posteriors(pack, data.train_x, train_idx[None], data.prepare),
+    train_acc = accuracy(posteriors(pack, data.train_x, train_idx[None]),
                          data.train_y.cpu()[train_idx][None])[0]
-    test_acc = accuracy(posteriors(pack, data.test_x, np.arange(len(data.test_y))[None],
-                                   data.prepare), data.test_y.cpu()[None])[0]
+    test_acc = accuracy(posteriors(pack, data.test_x, np.arange(len(data.test_y))[None]),
+                        data.test_y.cpu()[None])[0]
     metrics = {"arch": node.MODEL.ARCH, "train_size": len(train_idx),
                "train_accuracy": train_acc, "test_accuracy": test_acc,
                "source": node.CHECKPOINT or "trained"}

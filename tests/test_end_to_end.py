@@ -146,6 +146,9 @@ def test_changed_shadow_settings_are_refused_not_mixed(tiny_run, data_root, caps
     code = run_attack.main(tiny_opts(data_root, tiny_run, **{"SHADOW.TRAIN.NUM_EPOCHS": "3"}))
     assert code == 2
     assert "SHADOW.TRAIN.NUM_EPOCHS: 15 -> 3" in capsys.readouterr().err
+    # bf16 training makes other models: the victim and shadows record it
+    assert run_attack.main(tiny_opts(data_root, tiny_run, MIXED_PRECISION="True")) == 2
+    assert "MIXED_PRECISION: False -> True" in capsys.readouterr().err
 
 
 def test_stage_switches_reuse_stored_artifacts(tiny_run, data_root, tmp_path):

@@ -29,7 +29,7 @@ def _opt(params, name):
 def _train(models, x, y, idx, seeds, criterion, opt, channels_last):
     pack = ModelPack(models, channels_last=channels_last)
     fit(pack, x, y, idx, epochs=2, batch_size=16, optimizer=_opt(pack.parameters(), opt),
-        criterion=criterion, seeds=seeds, prepare=lambda t: t, desc="test")
+        criterion=criterion, seeds=seeds, desc="test")
     return pack
 
 
@@ -61,7 +61,7 @@ def test_attack_pack_with_batchnorm_equals_one_by_one():
     seeds = [1, 2, 3]
     crit = CRITERIA["attack"]["bce"]
     pack = _train(seeded_models(FCNet, seeds), x, y, idx, seeds, crit, "adam", True)
-    out = predict(pack, x, idx, batch_size=64, prepare=lambda t: t)
+    out = predict(pack, x, idx, batch_size=64)
     for j, seed in enumerate(seeds):
         model = FCNet()
         model.load_state_dict(pack.member_state_dicts()[j])
@@ -80,3 +80,38 @@ def test_unpackable_model_is_refused():
     assert not can_pack(net)
     with pytest.raises(Exception, match="MODELS_PER_PACK"):
         ModelPack([copy.deepcopy(net)])
+
+
+@pytest.mark.parametrize("arch", sorted(MODELS))
+def test_pack_outputs_equal_each_members_own_forward(arch):
+    # the pack gathers each member's records straight into its grouped layout
+    torch.manual_seed(0)
+    x = torch.randn(50, 3, 32, 32)
+    idx = torch.stack([torch.randperm(50)[:20] for _ in range(3)])
+    models = seeded_models(MODELS[arch], [1, 2, 3])
+    out = predict(ModelPack(copy.deepcopy(models)), x, idx, batch_size=8)
+    for j, model in enumerate(models):
+        with torch.no_grad():
+            torch.testing.assert_close(model.eval()(x[idx[j]]), out[j].to(torch.float64),
+                                       rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_autocast_trains_float32_weights_on_cpu():
+    torch.set_default_dtype(torch.float32)
+    torch.manual_seed(0)
+    x, y = torch.randn(96, 3, 32, 32), torch.randint(0, 10, (96,))
+    idx = torch.stack([torch.randperm(96)[:64] for _ in range(2)])
+    seeds = [5, 6]
+    packs = {}
+    for amp in (False, True):
+        pack = ModelPack(seeded_models(MODELS["simplecnn"], seeds))
+        losses = []
+        fit(pack, x, y, idx, epochs=6, batch_size=16, optimizer=_opt(pack.parameters(), "adam"),
+            criterion=CRITERIA["classifier"]["ce"], seeds=seeds, desc="amp", amp=amp,
+            on_epoch=lambda e, loss, out=losses: out.append(loss))
+        packs[amp] = pack
+        assert all(p.dtype == torch.float32 for p in pack.parameters())
+        assert (losses[-1] < losses[0]).all()  # it learns under bf16 too
+    a, b = (packs[amp].member_state_dicts()[0]["features.0.weight"] for amp in (False, True))
+    assert not torch.equal(a, b)  # bf16 really was used: not bit-equal to float32 ...
+    torch.testing.assert_close(a, b, rtol=0, atol=0.05)  # ... but the same training
