@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.errors import UsageError
+from utils.errors import RunError, UsageError
 
 
 def _leaves(model):
@@ -68,18 +68,17 @@ class _GroupedBatchNorm1d(nn.Module):
         self.register_buffer("num_batches_tracked",
                              torch.stack([n.num_batches_tracked for n in norms]))
 
-    def forward(self, x):
+    def forward(self, x):  # (K, B, F): one native batch norm over the (B, K*F) view
+        k, b, f = x.shape
         if self.training:
-            mean, var = x.mean(1), x.var(1, unbiased=False)
-            n = x.shape[1]
-            with torch.no_grad():
-                self.running_mean.lerp_(mean, self.momentum)
-                self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)
-                self.num_batches_tracked += 1
-        else:
-            mean, var = self.running_mean, self.running_var
-        x = (x - mean[:, None]) * torch.rsqrt(var[:, None] + self.eps)
-        return x * self.weight + self.bias
+            if b == 1:  # no statistics in a batch of one (nn.BatchNorm1d refuses it)
+                raise RunError("a batch of one record reached a BatchNorm1d layer; "
+                               "change ATTACKER.TRAIN.BATCH_SIZE")
+            self.num_batches_tracked += 1
+        out = F.batch_norm(x.transpose(0, 1).reshape(b, k * f), self.running_mean.view(-1),
+                           self.running_var.view(-1), self.weight.view(-1), self.bias.view(-1),
+                           self.training, self.momentum, self.eps)
+        return out.view(b, k, f).transpose(0, 1)
 
     def member_state(self, j):
         return {"weight": self.weight[j, 0], "bias": self.bias[j, 0],

@@ -9,6 +9,7 @@ from attack_models import FCNet
 from engine.optim import CRITERIA
 from engine.pack import ModelPack, can_pack
 from engine.trainer import fit, predict, seeded_models
+from utils.errors import RunError
 from victims import MODELS
 
 
@@ -115,3 +116,11 @@ def test_bf16_autocast_trains_float32_weights_on_cpu():
     a, b = (packs[amp].member_state_dicts()[0]["features.0.weight"] for amp in (False, True))
     assert not torch.equal(a, b)  # bf16 really was used: not bit-equal to float32 ...
     torch.testing.assert_close(a, b, rtol=0, atol=0.05)  # ... but the same training
+
+
+def test_batchnorm_pack_refuses_a_training_batch_of_one():
+    pack = ModelPack(seeded_models(FCNet, [1, 2]))
+    with pytest.raises(RunError, match="ATTACKER.TRAIN.BATCH_SIZE"):
+        pack(torch.rand(2, 1, 10))
+    pack.eval()
+    assert pack(torch.rand(2, 1, 10)).shape == (2, 1, 1)  # inference uses running stats
