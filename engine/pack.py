@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.errors import RunError, UsageError
+from utils.errors import UsageError
 
 
 def _leaves(model):
@@ -70,10 +70,14 @@ class _GroupedBatchNorm1d(nn.Module):
 
     def forward(self, x):  # (K, B, F): one native batch norm over the (B, K*F) view
         k, b, f = x.shape
+        if self.training and b == 1:  # a last batch of one record has no spread: it
+            # normalises to zero, as the formula gives (nn.BatchNorm1d would refuse it)
+            with torch.no_grad():
+                self.running_mean.lerp_(x[:, 0], self.momentum)
+                self.running_var.mul_(1 - self.momentum)
+                self.num_batches_tracked += 1
+            return x * 0 + self.bias
         if self.training:
-            if b == 1:  # no statistics in a batch of one (nn.BatchNorm1d refuses it)
-                raise RunError("a batch of one record reached a BatchNorm1d layer; "
-                               "change ATTACKER.TRAIN.BATCH_SIZE")
             self.num_batches_tracked += 1
         out = F.batch_norm(x.transpose(0, 1).reshape(b, k * f), self.running_mean.view(-1),
                            self.running_var.view(-1), self.weight.view(-1), self.bias.view(-1),

@@ -9,7 +9,6 @@ from attack_models import FCNet
 from engine.optim import CRITERIA
 from engine.pack import ModelPack, can_pack
 from engine.trainer import fit, predict, seeded_models
-from utils.errors import RunError
 from victims import MODELS
 
 
@@ -118,9 +117,16 @@ def test_bf16_autocast_trains_float32_weights_on_cpu():
     torch.testing.assert_close(a, b, rtol=0, atol=0.05)  # ... but the same training
 
 
-def test_batchnorm_pack_refuses_a_training_batch_of_one():
+def test_batchnorm_pack_trains_through_a_last_batch_of_one():
+    # 64 * 2 + 1 records: the last batch holds one record, which normalises to zero
+    torch.manual_seed(0)
+    x, y = torch.rand(2 * 129, 10), torch.randint(0, 2, (2 * 129,))
     pack = ModelPack(seeded_models(FCNet, [1, 2]))
-    with pytest.raises(RunError, match="ATTACKER.TRAIN.BATCH_SIZE"):
-        pack(torch.rand(2, 1, 10))
-    pack.eval()
-    assert pack(torch.rand(2, 1, 10)).shape == (2, 1, 1)  # inference uses running stats
+    norm = pack.layers[1]
+    out = norm(torch.rand(2, 1, 64))
+    torch.testing.assert_close(out, norm.bias.expand(2, 1, 64))
+    fit(pack, x, y, torch.arange(len(y)).view(2, -1), epochs=2, batch_size=64,
+        optimizer=_opt(pack.parameters(), "adam"), criterion=CRITERIA["attack"]["bce"],
+        seeds=[1, 2], desc="test")
+    assert all(torch.isfinite(p).all() for p in pack.parameters())
+    assert all(torch.isfinite(b).all() for b in pack.buffers())
