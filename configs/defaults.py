@@ -107,7 +107,7 @@ _C.SHADOW.SAMPLING = "disjoint"
 _C.SHADOW.TRAIN.SAVE_CHECKPOINTS = False
 # Shadows trained at once as one grouped model (engine/pack.py); results equal
 # one-by-one training up to float rounding. 0: automatic (up to 64 on CUDA; on CPU up
-# to 16, fewer when that leaves a NUM_WORKERS worker idle).
+# to 8, fewer when that leaves a NUM_WORKERS worker idle).
 _C.SHADOW.TRAIN.MODELS_PER_PACK = 0
 
 # ------------------------------------------------------------------------------------ #

@@ -44,9 +44,9 @@ def shadow_fingerprint(cfg):
     random_half = cfg.SHADOW.SAMPLING == "random_half"
     return fingerprint(cfg, SHADOW_KEYS + (_RANDOM_HALF_KEYS if random_half else ()),
                        exclude=_SHADOW_EXCLUDE)
-# Shadows per pack when MODELS_PER_PACK is 0 (best measured on a 2-core CPU: 16 per pack,
-# one pack per worker; benchmarks/bench_speed.py).
-_AUTO_PACK = {"cpu": 16, "cuda": 64}
+# Shadows per pack when MODELS_PER_PACK is 0 (on a 2-core CPU 8 and 16 per pack are within
+# noise of each other, 8 ahead in float32; benchmarks/bench_speed.py).
+_AUTO_PACK = {"cpu": 8, "cuda": 64}
 
 
 def shadow_name(i):
