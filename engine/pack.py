@@ -120,7 +120,7 @@ class ModelPack(nn.Module):
         if not can_pack(models[0]):
             raise UsageError(f"{type(models[0]).__name__} has layers with no grouped form; "
                              f"set SHADOW.TRAIN.MODELS_PER_PACK 1")
-        self.k, self.channels_last = len(models), channels_last
+        self.k = len(models)
         self.names = [n for n, _ in _leaves(models[0])]
         columns = zip(*[[m for _, m in _leaves(model)] for model in models])
         self.layers = nn.ModuleList(self._group(list(col)) for col in columns)
