@@ -33,8 +33,7 @@ class RunData:
 def normalised_images(x, mean, std, device, chunk=8192):
     """uint8 (N, C, H, W) images -> float32 on the device, scaled to [0, 1] and normalised
     per channel. Done once per run (in chunks, to bound the temporaries), so a training
-    step only gathers its batch instead of converting it again every epoch (that was a
-    quarter of a CPU step)."""
+    step only gathers its batch instead of converting it again every epoch."""
     mean = torch.tensor(mean, device=device).view(-1, 1, 1) * 255
     inv_std = 1 / (torch.tensor(std, device=device).view(-1, 1, 1) * 255)
     return torch.cat([(x[i:i + chunk].to(device).float() - mean) * inv_std

@@ -148,9 +148,7 @@ class ModelPack(nn.Module):
         return inputs[idx]
 
     def forward(self, x):
-        """x: (K, B, ...) member inputs, or the (B, K*C, H, W) layout of gather()."""
-        if self.conv_first and x.dim() == 5:
-            x = x.transpose(0, 1).flatten(1, 2)
+        """x: the members' inputs in the layout gather() gives."""
         for layer in self.layers:
             x = layer(x)
         return x
