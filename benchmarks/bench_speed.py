@@ -8,7 +8,9 @@ seconds and peak memory of whole runs. All figures come from one run on one mach
     DataLoader with 2 workers, one SimpleCNN, batch 64 (as the original toolkit);
 (b) ours: tensor-resident data, index-slice batches, shadows trained in packs
     (engine/pack.py), NUM_WORKERS packs side by side, exactly the engine's code path;
-    in float32 (the default) and with bf16 autocast (MIXED_PRECISION True).
+    in float32 (the default) with the fused first-stage kernel (engine/fused.py,
+    FUSED_CPU_KERNEL True, the default) and without it, and with bf16 autocast
+    (MIXED_PRECISION True; the kernel is float32 only, so PyTorch's ops run).
 Every throughput is the best of --repeats measurements taken in turn (this kind of
 machine is shared and noisy; the ratios come from one run).
 """
@@ -28,15 +30,18 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from attack_models import FCNet
+from configs.defaults import get_cfg
 from datasets import load_dataset
+from engine import fused
 from engine.data import normalised_images
-from engine.optim import CRITERIA
+from engine.optim import CRITERIA, build_optimizer
 from engine.pack import ModelPack
 from engine.trainer import fit, seeded_models
 from victims import MODELS
 
 _MEAN, _STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 _CE = CRITERIA["classifier"]["ce"]
+_RECIPE = get_cfg().VICTIM.OPTIMIZER  # the shadows' optimizer in defaults.py (fused on CPU)
 
 
 class _PilCifar(torch.utils.data.Dataset):
@@ -78,21 +83,21 @@ def original_feeding(x, y, steps):
     return seen / (time.perf_counter() - start)
 
 
-def packed_training(x, y, models_per_pack, workers, records, epochs, amp=False):
+def packed_training(x, y, models_per_pack, workers, records, epochs, amp=False, fused=True):
     """img/s of `workers` packs of `models_per_pack` shadows trained side by side
-    (amp: bf16 autocast, as MIXED_PRECISION True)."""
+    (amp: bf16 autocast, as MIXED_PRECISION True; fused: FUSED_CPU_KERNEL)."""
     old = torch.get_num_threads()
     torch.set_num_threads(1 if workers > 1 else old)
 
     def train(w):
         seeds = [w * 100 + j for j in range(models_per_pack)]
         pack = ModelPack(seeded_models(MODELS["simplecnn"], seeds),
-                         channels_last=models_per_pack > 1)
+                         channels_last=models_per_pack > 1, fused=fused)
         gen = torch.Generator().manual_seed(w)
         idx = torch.stack([torch.randperm(len(y), generator=gen)[:records] for _ in seeds])
         fit(pack, x, y, idx, epochs=epochs, batch_size=64,
-            optimizer=torch.optim.Adam(pack.parameters(), 1e-3), criterion=_CE, seeds=seeds,
-            desc=f"pack {w}", amp=amp)
+            optimizer=build_optimizer(pack.parameters(), _RECIPE, torch.device("cpu")),
+            criterion=_CE, seeds=seeds, desc=f"pack {w}", amp=amp)
 
     start = time.perf_counter()
     threads = [threading.Thread(target=train, args=(w,)) for w in range(workers)]
@@ -172,24 +177,31 @@ def main(argv=None):
     per_image, flops, limit = flop_limit()
     print(f"SimpleCNN training: {per_image / 1e6:.2f} MFLOP/image; fp32 matmul "
           f"{flops / 1e9:.0f} GFLOP/s -> limit {limit:,.0f} img/s")
-    settings = [(1, 1, False), (8, 2, False), (16, 1, False), (16, 2, False),
-                (8, 2, True), (16, 2, True)]
+    # (models per pack, workers, bf16, fused kernel)
+    settings = [(1, 1, False, False), (8, 2, False, False), (16, 2, False, False),
+                (1, 1, False, True), (4, 2, False, True), (8, 2, False, True),
+                (16, 2, False, True), (8, 2, True, False), (16, 2, True, False)]
+    if fused.load_kernel() is None:
+        settings = [s for s in settings if not s[3]]
     rates = {s: 0.0 for s in ["original", *settings]}
     for _ in range(args.repeats):  # in turn, so that a noisy minute hits every setting
         rates["original"] = max(rates["original"], original_feeding(x, y, args.steps))
-        for k, w, amp in settings:
-            rate = packed_training(xn, y, k, w, 64 * args.steps, 1, amp)
-            rates[(k, w, amp)] = max(rates[(k, w, amp)], rate)
+        for s in settings:
+            rate = packed_training(xn, y, s[0], s[1], 64 * args.steps, 1, s[2], s[3])
+            rates[s] = max(rates[s], rate)
     orig = rates.pop("original")
     print(f"(a) original feeding (PIL per image, DataLoader 2 workers): {orig:,.0f} img/s")
-    for (k, w, amp), rate in rates.items():
-        print(f"    packs of {k} shadows x {w} worker(s), {'bf16' if amp else 'float32'}: "
-              f"{rate:,.0f} img/s")
-    for amp in (False, True):
-        rate, k, w = max((r, k, w) for (k, w, a), r in rates.items() if a == amp)
-        print(f"(b) ours, {'bf16 autocast' if amp else 'float32'}, best ({k} per pack x {w} "
-              f"workers): {rate:,.0f} img/s = {rate / orig:.1f}x the original feeding, "
-              f"{rate / limit:.0%} of the float32 FLOP limit")
+    names = {(False, False): "float32", (False, True): "float32, fused kernel",
+             (True, False): "bf16"}
+    for (k, w, amp, fuse), rate in rates.items():
+        print(f"    packs of {k} shadows x {w} worker(s), {names[amp, fuse]}: {rate:,.0f} img/s")
+    for kind, name in names.items():
+        found = [(r, k, w) for (k, w, *s), r in rates.items() if tuple(s) == kind]
+        if found:
+            rate, k, w = max(found)
+            print(f"(b) ours, {name}, best ({k} per pack x {w} workers): {rate:,.0f} img/s "
+                  f"= {rate / orig:.1f}x the original feeding, {rate / limit:.0%} of the "
+                  f"float32 FLOP limit")
     seq, grouped = attack_training(True), attack_training(False)
     print(f"10 attack models, 1 epoch on 30000 records each: one by one {seq:.1f} s, "
           f"as one pack {grouped:.1f} s ({seq / grouped:.1f}x)")

@@ -206,6 +206,11 @@ _C.NUM_THREADS = 0
 # float32, but results differ from float32 training by more than rounding (README,
 # "Speed"), so it is part of the victim and shadow fingerprints.
 _C.MIXED_PRECISION = False
+# On CPU, run a classifier's first convolution + 2x2 max-pool (simplecnn, pytorchcnn) as
+# the toolkit's fused C++ kernel (engine/csrc/conv_pool.cpp), compiled on first use and
+# cached under ~/.cache/torch_extensions. Same results as PyTorch's ops up to float
+# rounding; where it cannot be compiled, PyTorch's ops run and the log says why.
+_C.FUSED_CPU_KERNEL = True
 # Parent folder of run folders, used when OUTPUT_DIR is empty.
 _C.LOG_DIR = "./log/"
 # The run folder; empty: LOG_DIR/<dataset>/<time>_<shadow arch>_<attack arch>.

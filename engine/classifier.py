@@ -18,7 +18,8 @@ def build_classifier_pack(node, cfg, image_size, seeds, device):
     models = seeded_models(lambda: build_model(node.MODEL.ARCH, cfg.VICTIM.NUM_CLASSES,
                                                cfg.VICTIM.IN_FEATURES, image_size), seeds)
     channels_last = len(seeds) > 1 or device.type == "cuda"
-    return ModelPack(models, channels_last=channels_last).to(device)
+    fused = cfg.FUSED_CPU_KERNEL and device.type == "cpu"
+    return ModelPack(models, channels_last=channels_last, fused=fused).to(device)
 
 
 def train_classifiers(ctx, data, node, seeds, train_idx, names, stop=None):

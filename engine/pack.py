@@ -5,13 +5,15 @@ Convolutions become one convolution with `groups=K` over stacked channels (layou
 one batched matmul (layout (K, B, F)). Each member keeps its own weights: with the sum
 of per-member mean losses and an element-wise optimizer (Adam, SGD), training a pack
 equals training its members one by one up to float rounding (tests/test_pack.py checks
-it in float64).
+it in float64). On CPU, a convolution followed by a 2x2 max-pool can run as one fused
+kernel; as the first layer, it also gathers the records (engine/fused.py).
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.fused import conv_pool, load_kernel
 from utils.errors import UsageError
 
 
@@ -39,6 +41,45 @@ class _GroupedConv2d(nn.Module):
     def member_state(self, j):
         s = slice(j * self.out, (j + 1) * self.out)
         return {"weight": self.weight[s], "bias": self.bias[s]}
+
+
+class _GroupedConvPool(_GroupedConv2d):
+    """A convolution and the 2x2 max-pool after it as one fused kernel (engine/fused.py).
+    As the first layer it takes the whole input tensor and the (K, B) record indices."""
+
+    def __init__(self, conv, kernel):
+        nn.Module.__init__(self)
+        self.k, self.out, self.kw = conv.k, conv.out, conv.kw
+        self.weight, self.bias = conv.weight, conv.bias
+        self.kernel = kernel
+
+    def forward(self, x, idx=None):  # -> (B, K*C_out, H'/2, W'/2)
+        return conv_pool(x, idx, self.k, self.weight, self.bias, self.kernel)
+
+
+def _pool2(m):
+    return (isinstance(m, nn.MaxPool2d) and m.kernel_size in (2, (2, 2))
+            and m.stride in (2, (2, 2)) and m.padding in (0, (0, 0))
+            and m.dilation in (1, (1, 1)) and not m.ceil_mode and not m.return_indices)
+
+
+def _fusable(layers):
+    """(convolution, max-pool) index pairs that the fused kernel can run as one: a plain
+    convolution (square kernel, stride 1, no padding, one group per member) then a 2x2
+    max-pool, possibly with a ReLU between (a ReLU commutes with the max)."""
+    pairs = []
+    for i, conv in enumerate(layers):
+        if not (isinstance(conv, _GroupedConv2d) and conv.kw["groups"] == conv.k
+                and conv.kw["stride"] == (1, 1) and conv.kw["padding"] in (0, (0, 0))
+                and conv.kw["dilation"] == (1, 1)
+                and conv.weight.shape[2] == conv.weight.shape[3]):
+            continue
+        if i + 1 < len(layers) and _pool2(layers[i + 1]):
+            pairs.append((i, i + 1))
+        elif (i + 2 < len(layers) and isinstance(layers[i + 1], nn.ReLU)
+              and _pool2(layers[i + 2])):
+            pairs.append((i, i + 2))
+    return pairs
 
 
 class _GroupedLinear(nn.Module):
@@ -115,7 +156,9 @@ def can_pack(model):
 class ModelPack(nn.Module):
     """K same-architecture sequential models as one; forward maps (K, B, ...) to (K, B, out)."""
 
-    def __init__(self, models, channels_last=True):
+    def __init__(self, models, channels_last=True, fused=False):
+        """fused: run a first convolution + 2x2 max-pool as the fused CPU kernel where the
+        architecture has one and the kernel builds (engine/fused.py)."""
         super().__init__()
         if not can_pack(models[0]):
             raise UsageError(f"{type(models[0]).__name__} has layers with no grouped form; "
@@ -125,9 +168,16 @@ class ModelPack(nn.Module):
         columns = zip(*[[m for _, m in _leaves(model)] for model in models])
         self.layers = nn.ModuleList(self._group(list(col)) for col in columns)
         self.conv_first = isinstance(self.layers[0], _GroupedConv2d)
+        pairs = _fusable(self.layers) if fused else []
+        kernel = load_kernel() if pairs else None
+        for conv, pool in pairs if kernel is not None else []:
+            # the pool moves into the convolution (past a ReLU: they commute)
+            self.layers[conv] = _GroupedConvPool(self.layers[conv], kernel)
+            self.layers[pool] = nn.Identity()
+        self.fused_first = isinstance(self.layers[0], _GroupedConvPool)
         if channels_last:
             for layer in self.layers:
-                if isinstance(layer, _GroupedConv2d):
+                if type(layer) is _GroupedConv2d:
                     layer.channels_last_()
 
     def _group(self, mods):
@@ -147,9 +197,14 @@ class ModelPack(nn.Module):
             return inputs[idx.t().contiguous()].flatten(1, 2)
         return inputs[idx]
 
-    def forward(self, x):
-        """x: the members' inputs in the layout gather() gives."""
-        for layer in self.layers:
+    def forward(self, inputs, idx):
+        """Member j's outputs on inputs[idx[j]]: inputs (N, ...) whole on the device, idx
+        (K, B) record indices -> (K, B, out)."""
+        if self.fused_first:
+            x, rest = self.layers[0](inputs, idx), self.layers[1:]
+        else:
+            x, rest = self.gather(inputs, idx), self.layers
+        for layer in rest:
             x = layer(x)
         return x
 

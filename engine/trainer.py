@@ -1,7 +1,7 @@
 """The generic trainer: fit a pack of K models, each on its own records, and predict.
 
 Inputs stay whole on the device; a mini-batch is an index slice that the pack gathers
-in its own layout (ModelPack.gather).
+in its own layout (ModelPack.forward).
 Each member draws its own shuffles from its own generator, so a member trained in a
 pack sees exactly the batches it would see alone.
 """
@@ -54,7 +54,7 @@ def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, optimizer, crit
                 raise Interrupted(desc)
             idx = order[:, step * batch_size:(step + 1) * batch_size]
             with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
-                logits = pack(pack.gather(inputs, idx))
+                logits = pack(inputs, idx)
             losses = criterion(logits.float().flatten(0, 1), targets[idx].flatten())
             member_loss = losses.view(k, -1).mean(1)
             optimizer.zero_grad(set_to_none=True)
@@ -76,6 +76,6 @@ def predict(pack, inputs, idx, *, batch_size):
     """Members' outputs on their own records: (K, n) indices -> (K, n, out) float32 CPU
     logits, in eval mode."""
     pack.eval()
-    out = [pack(pack.gather(inputs, idx[:, s:s + batch_size])).float()
+    out = [pack(inputs, idx[:, s:s + batch_size]).float()
            for s in range(0, idx.shape[1], batch_size)]
     return torch.cat(out, 1).cpu()

@@ -21,7 +21,7 @@ _SPLIT_KEYS = ("RNG_SEED", "VICTIM.TRAIN.SET_SIZE", "DATASET.VICTIM_POOL_SIZE",
 VICTIM_KEYS = ("DATASET", "VICTIM", "RNG_SEED", "SHADOW.TRAIN.DATA_PATH", "MIXED_PRECISION")
 
 
-def _load_victim(ckpt, path, node, device):
+def _load_victim(ckpt, path, node, device, fused):
     """A one-member pack holding the checkpoint's weights; UsageError if they do not fit."""
     arch, num_classes = node.MODEL.ARCH, node.NUM_CLASSES
     if ckpt.get("arch") != arch or ckpt.get("num_classes") != num_classes:
@@ -34,7 +34,8 @@ def _load_victim(ckpt, path, node, device):
     except (RuntimeError, KeyError, TypeError) as e:
         raise UsageError(f"VICTIM.CHECKPOINT: {path} does not fit '{arch}': "
                          f"{str(e).splitlines()[0]}") from None
-    return ModelPack([model], channels_last=device.type == "cuda").to(device)
+    return ModelPack([model], channels_last=device.type == "cuda",
+                     fused=fused and device.type == "cpu").to(device)
 
 
 def run_victim(ctx, data):
@@ -53,7 +54,7 @@ def run_victim(ctx, data):
             diff = differing_keys(ckpt.get("fingerprint", {}), fp)
             raise UsageError(f"OUTPUT_DIR holds a victim made with other settings "
                              f"({'; '.join(diff[:3])}); use a new OUTPUT_DIR")
-        pack = _load_victim(ckpt, path, node, ctx.device)
+        pack = _load_victim(ckpt, path, node, ctx.device, cfg.FUSED_CPU_KERNEL)
         ctx.log.info("victim loaded from %s", path)
         split_diff = [d for d in differing_keys(ckpt.get("fingerprint", fp), fp)
                       if d.split(":")[0] in _SPLIT_KEYS]

@@ -1,0 +1,88 @@
+"""The fused CPU kernel for a pack's convolution + 2x2 max-pool stages (the first one
+also gathers the records; engine/csrc/conv_pool.cpp), and its fallback on PyTorch's ops.
+
+The kernel is compiled on first use with torch.utils.cpp_extension (a C++ compiler and
+ninja, about 40 s on 2 cores) and cached per user (TORCH_EXTENSIONS_DIR, by default
+~/.cache/torch_extensions), one build per CPU capability. Where it cannot be built, the
+pack runs the same stage on PyTorch's ops and the run log says why, once. Results agree
+with PyTorch's ops up to float rounding (tests/test_fused.py).
+"""
+
+import logging
+import os
+import threading
+
+import torch
+import torch.nn.functional as F
+
+_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "conv_pool.cpp")
+# Instruction sets per torch CPU capability; a build is named after its capability, so a
+# home folder shared by different machines keeps one build each.
+_MARCH = {"AVX512": ["-march=skylake-avx512", "-mtune=generic", "-mprefer-vector-width=512"],
+          "AVX2": ["-march=haswell"]}
+MAX_WIDTH = 64  # widest image row the kernel takes (conv_pool.cpp); wider: PyTorch's ops
+_lock = threading.Lock()
+_state = {}
+
+
+def load_kernel():
+    """The compiled extension, or None (the reason is logged once) when it cannot be built."""
+    with _lock:
+        if "module" not in _state:
+            _state["module"] = _build()
+        return _state["module"]
+
+
+def _build():
+    log = logging.getLogger("mia")
+    capability = torch.backends.cpu.get_cpu_capability()
+    # torch's CUDA builds warn on import when the machine has no CUDA; not our concern here
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    try:
+        from torch.utils.cpp_extension import load
+
+        module = load(name=f"mia_conv_pool_{capability.lower()}", sources=[_SOURCE],
+                      extra_cflags=["-O3", *_MARCH.get(capability, [])], verbose=False)
+        log.info("fused CPU kernel ready (convolution + max-pool, %s build)", capability)
+        return module
+    except Exception as e:  # no compiler, no ninja, unsupported platform: fall back
+        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        log.warning("fused CPU kernel unavailable (%s); using PyTorch's ops "
+                    "(set FUSED_CPU_KERNEL False to skip the attempt)", reason[:200])
+        return None
+
+
+class _ConvPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, kernel, x, idx, k, weight, bias):
+        out, arg = kernel.forward(x, idx, k, weight, bias)
+        ctx.kernel, ctx.k, ctx.gathers = kernel, k, idx is not None
+        ctx.save_for_backward(arg, x, idx if idx is not None else x, weight)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        arg, x, idx, weight = ctx.saved_tensors
+        input_grad = ctx.needs_input_grad[1]
+        gw, gb, gx = ctx.kernel.backward(grad.contiguous(), arg, x,
+                                         idx if ctx.gathers else None, ctx.k, weight,
+                                         input_grad)
+        return None, gx if input_grad else None, None, None, gw, gb
+
+
+def conv_pool(x, idx, k, weight, bias, kernel=None):
+    """max_pool2d(conv2d(member j's images, weight_j, bias_j), 2) for the K members of a
+    pack, as a (B, K*OC, PH, PW) tensor; member j's images are x[idx[j]] (x: the dataset
+    (N, C, H, W), idx: (K, B)) or, with idx None, channels j*C .. j*C+C-1 of an activation
+    x (B, K*C, H, W). weight: (K*OC, C, s, s), stride 1, no padding. Runs the fused kernel
+    when given one and the tensors suit it (float32 on CPU, no autocast, rows of at most
+    MAX_WIDTH; gathered records get no gradient), else PyTorch's ops."""
+    if (kernel is not None and x.device.type == "cpu" and x.dtype == torch.float32
+            and weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+            and x.shape[-1] <= MAX_WIDTH and (idx is None or not x.requires_grad)):
+        return _ConvPool.apply(kernel, x.contiguous(),
+                               None if idx is None else idx.contiguous(), k,
+                               weight.contiguous(), bias)
+    if idx is not None:
+        x = x[idx.t().contiguous()].flatten(1, 2)
+    return F.max_pool2d(F.conv2d(x, weight, bias, groups=k), 2)
