@@ -41,8 +41,12 @@ def _build():
     try:
         from torch.utils.cpp_extension import load
 
+        # at::parallel_for is OpenMP pragmas in ATen's headers when torch uses OpenMP: the
+        # kernel must be compiled with it to run on several threads (its libgomp is torch's)
+        omp = ["-fopenmp"] if torch.backends.openmp.is_available() else []
         module = load(name=f"mia_conv_pool_{capability.lower()}", sources=[_SOURCE],
-                      extra_cflags=["-O3", *_MARCH.get(capability, [])], verbose=False)
+                      extra_cflags=["-O3", *_MARCH.get(capability, []), *omp],
+                      extra_ldflags=omp, verbose=False)
         log.info("fused CPU kernel ready (convolution + max-pool, %s build)", capability)
         return module
     except Exception as e:  # no compiler, no ninja, unsupported platform: fall back
@@ -56,16 +60,15 @@ class _ConvPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, kernel, x, idx, k, weight, bias):
         out, arg = kernel.forward(x, idx, k, weight, bias)
-        ctx.kernel, ctx.k, ctx.gathers = kernel, k, idx is not None
-        ctx.save_for_backward(arg, x, idx if idx is not None else x, weight)
+        ctx.kernel, ctx.k = kernel, k
+        ctx.save_for_backward(arg, x, idx, weight)  # idx None for an activation
         return out
 
     @staticmethod
     def backward(ctx, grad):
         arg, x, idx, weight = ctx.saved_tensors
         input_grad = ctx.needs_input_grad[1]
-        gw, gb, gx = ctx.kernel.backward(grad.contiguous(), arg, x,
-                                         idx if ctx.gathers else None, ctx.k, weight,
+        gw, gb, gx = ctx.kernel.backward(grad.contiguous(), arg, x, idx, ctx.k, weight,
                                          input_grad)
         return None, gx if input_grad else None, None, None, gw, gb
 

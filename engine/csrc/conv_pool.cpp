@@ -77,14 +77,21 @@ struct Source {
 // Output channels per register block: 6 while at least 6 remain, then 2, then 1.
 inline int block_size(int remaining) { return remaining >= 6 ? 6 : remaining >= 2 ? 2 : 1; }
 
-// Image src (C, H, W) -> zero-padded rows (C, H, WP).
+// Image src (C, H, W) -> rows (C, H, WP) of buf; columns W .. WP-1 of buf are zero from
+// its allocation and are never written.
 void pad_image(const float* src, float* buf, const Geo& g) {
-  for (int c = 0; c < g.C; ++c)
-    for (int y = 0; y < g.H; ++y) {
-      float* d = buf + (c * g.H + y) * g.WP;
-      std::memcpy(d, src + (c * g.H + y) * g.W, g.W * sizeof(float));
-      std::memset(d + g.W, 0, (g.WP - g.W) * sizeof(float));
-    }
+  for (int r = 0; r < g.C * g.H; ++r) {
+    const float* s = src + r * g.W;
+    float* d = buf + r * g.WP;
+    for (int x = 0; x < g.W; ++x) d[x] = s[x];
+  }
+}
+
+// Ask for the next image while this one is worked on: records are gathered at random
+// from a data set far larger than the caches.
+void prefetch_image(const float* src, const Geo& g) {
+  const int n = g.C * g.H * g.W;
+  for (int i = 0; i < n; i += L) __builtin_prefetch(src + i);
 }
 
 // Tap q = (c, r, j): input row r (0..KS) of an output row pair, column shift j. It feeds
@@ -205,11 +212,13 @@ void input_grad_block(const float* Gp, const float* wx, float* dx, const Geo& g)
   for (int y0 = 0; y0 < g.H; y0 += 2) {  // two rows at a time: twice the independent sums
     const bool two = y0 + 1 < g.H;
     vf acc[2][CB][NVX] = {};
-    const float* wq = wx;
+    // kernel rows that meet a nonzero gradient row (rows 0 .. 2*PH-1) from y0 or y0 + 1
+    const int i0 = std::max(0, y0 - 2 * g.PH + 1), i1 = std::min(KS - 1, y0 + 1);
     for (int o = 0; o < g.OC; ++o)
-      for (int i = 0; i < KS; ++i) {
+      for (int i = i0; i <= i1; ++i) {
         const float* r0 = Gp + ((y0 - i + KS - 1) * g.OC + o) * g.GW + KS - 1;
         const float* r1 = two ? r0 + g.OC * g.GW : r0;  // row y0 + 1 (or y0 again)
+        const float* wq = wx + (o * KS + i) * KS * CB;
         for (int j = 0; j < KS; ++j, wq += CB) {
           vf g0[NVX], g1[NVX];
           for (int v = 0; v < NVX; ++v) {
@@ -272,17 +281,22 @@ void grad_image(const float* buf, const float* gp, const uint8_t* arg, vf* dw, f
   const int wstride = g.C * g.KS * g.KS;
   // Dense conv-output gradient: unpadded rows (2*PH, OC, NV*L) for the weight gradient
   // alone (aligned loads), padded rows (GH, OC, GW) when the input gradient is wanted.
+  // G is all zeros on entry and is left so (the entries written are cleared at the end).
   const bool pad = dx != nullptr;
   const int go = pad ? g.GW : NV * L, gs = g.OC * go, shift = pad ? g.KS - 1 : 0;
-  std::memset(G, 0, sizeof(float) * (pad ? g.GH : 2 * g.PH) * gs);
   float* G0 = G + shift * gs + shift;  // output (0, 0)
-  for (int o = 0; o < g.OC; ++o)
+  auto at = [&](int q, int o, int py, int px) {
+    return (2 * py + (arg[q] >> 1)) * gs + o * go + 2 * px + (arg[q] & 1);
+  };
+  for (int o = 0, q = 0; o < g.OC; ++o) {
+    float sum = 0.f;  // in a register: db may alias G for the compiler
     for (int py = 0; py < g.PH; ++py)
-      for (int px = 0; px < g.PW; ++px) {
-        const int q = (o * g.PH + py) * g.PW + px, a = arg[q];
-        G0[(2 * py + (a >> 1)) * gs + o * go + 2 * px + (a & 1)] = gp[q];
-        db[o] += gp[q];
+      for (int px = 0; px < g.PW; ++px, ++q) {
+        G0[at(q, o, py, px)] = gp[q];
+        sum += gp[q];
       }
+    db[o] += sum;
+  }
   for (int o = 0; o < g.OC;) {
     const int ob = block_size(g.OC - o);
     vf* d = dw + o * wstride;
@@ -292,6 +306,9 @@ void grad_image(const float* buf, const float* gp, const uint8_t* arg, vf* dw, f
     o += ob;
   }
   if (pad) input_grad_image(G, wx, dx, g);
+  for (int o = 0, q = 0; o < g.OC; ++o)
+    for (int py = 0; py < g.PH; ++py)
+      for (int px = 0; px < g.PW; ++px, ++q) G0[at(q, o, py, px)] = 0.f;
 }
 
 // ---- Output channels as the vector dimension (OC a multiple of 16: every lane busy) ----
@@ -387,22 +404,28 @@ void weight_grad_ocv(const float* buf, const float* Gc, vf* dw, const Geo& g) {
 template <int KS>
 void grad_image_ocv(const float* buf, const float* gp, const uint8_t* arg, vf* dw, float* db,
                     float* G, float* Gc, const float* wx, float* dx, const Geo& g) {
+  // G and Gc are all zeros on entry and are left so.
   const int xw = 2 * g.PW;
   const bool pad = dx != nullptr;
-  std::memset(Gc, 0, sizeof(float) * 2 * g.PH * xw * g.OC);
-  if (pad) std::memset(G, 0, sizeof(float) * g.GH * g.OC * g.GW);
   float* G0 = G + (KS - 1) * g.OC * g.GW + KS - 1;  // output (0, 0) in the padded rows
-  for (int o = 0; o < g.OC; ++o)
-    for (int py = 0; py < g.PH; ++py)
-      for (int px = 0; px < g.PW; ++px) {
-        const int q = (o * g.PH + py) * g.PW + px, a = arg[q];
-        const int y = 2 * py + (a >> 1), x = 2 * px + (a & 1);
-        Gc[(y * xw + x) * g.OC + o] = gp[q];
-        if (pad) G0[(y * g.OC + o) * g.GW + x] = gp[q];
-        db[o] += gp[q];
-      }
+  auto scatter = [&](bool clear) {
+    for (int o = 0, q = 0; o < g.OC; ++o) {
+      float sum = 0.f;
+      for (int py = 0; py < g.PH; ++py)
+        for (int px = 0; px < g.PW; ++px, ++q) {
+          const int y = 2 * py + (arg[q] >> 1), x = 2 * px + (arg[q] & 1);
+          const float v = clear ? 0.f : gp[q];
+          Gc[(y * xw + x) * g.OC + o] = v;
+          if (pad) G0[(y * g.OC + o) * g.GW + x] = v;
+          sum += v;
+        }
+      if (!clear) db[o] += sum;
+    }
+  };
+  scatter(false);
   weight_grad_ocv<KS>(buf, Gc, dw, g);
   if (pad) input_grad_image(G, wx, dx, g);
+  scatter(true);
 }
 
 template <typename F>
@@ -491,6 +514,7 @@ std::vector<at::Tensor> conv_pool_forward(const at::Tensor& x, const std::option
       for (int64_t t = begin; t < end; ++t) {
         const int64_t k = t / B, b = t % B, o = (b * K + k) * ost;
         const float* w = wt.data() + k * tsize;
+        if (t + 1 < end) prefetch_image(src.image((t + 1) / B, (t + 1) % B), g);
         pad_image(src.image(k, b), buf, g);
         if (!g.OCV)
           forward_image<decltype(nv)::value>(buf, off.data(), w, bp + k * g.OC, op + o, ap + o, g);
@@ -548,6 +572,7 @@ std::vector<at::Tensor> conv_pool_backward(const at::Tensor& grad, const at::Ten
         vf* dw = dwv.data() + task * wst;
         std::fill(dw, dw + wst, vf{});
         for (int64_t b = s * B / S; b < (s + 1) * B / S; ++b) {
+          if (b + 1 < (s + 1) * B / S) prefetch_image(src.image(k, b + 1), g);
           pad_image(src.image(k, b), buf, g);
           const int64_t o = (b * K + k) * ost;
           float* db = dbp.data() + task * g.OC;
