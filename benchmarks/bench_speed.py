@@ -120,10 +120,12 @@ def flop_limit():
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     for _ in range(3):
         a @ b
-    reps, start = 20, time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    flops = reps * 2 * 2048 ** 3 / (time.perf_counter() - start)
+    flops = 0.0
+    for _ in range(5):  # the peak: best of 5 timings (the machine is shared)
+        reps, start = 10, time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        flops = max(flops, reps * 2 * 2048 ** 3 / (time.perf_counter() - start))
     return per_image, flops, flops / per_image
 
 

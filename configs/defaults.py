@@ -201,14 +201,16 @@ _C.USE_GPU = 1
 _C.NUM_WORKERS = 2
 # CPU threads for torch; 0: torch's default (one per core).
 _C.NUM_THREADS = 0
-# bf16 autocast when training victim and shadows: faster on CUDA tensor cores and on
-# CPUs with AVX512-BF16/AMX (slower on others). Posteriors, loss and weights stay
-# float32, but results differ from float32 training by more than rounding (README,
-# "Speed"), so it is part of the victim and shadow fingerprints.
+# bf16 autocast when training victim and shadows, on CUDA or on CPUs with AVX512-BF16/AMX
+# (emulated, so slower, on others); it runs PyTorch's ops (the fused CPU kernel below is
+# float32 only). For this toolkit's small models it was slower than float32 on an H200
+# and on a 2-core AMX CPU with the fused kernel (README, "Speed"). Posteriors, loss and
+# weights stay float32, but results differ from float32 training by more than rounding,
+# so it is part of the victim and shadow fingerprints.
 _C.MIXED_PRECISION = False
-# On CPU, run a classifier's first convolution + 2x2 max-pool (simplecnn, pytorchcnn) as
-# the toolkit's fused C++ kernel (engine/csrc/conv_pool.cpp), compiled on first use and
-# cached under ~/.cache/torch_extensions. Same results as PyTorch's ops up to float
+# On CPU, run each convolution + 2x2 max-pool of a classifier (simplecnn, pytorchcnn) as
+# the toolkit's fused C++ kernel (engine/csrc/conv_pool.cpp), compiled on first use
+# (about 40 s, once per machine) and cached under ~/.cache/torch_extensions. Same results as PyTorch's ops up to float
 # rounding; where it cannot be compiled, PyTorch's ops run and the log says why.
 _C.FUSED_CPU_KERNEL = True
 # Parent folder of run folders, used when OUTPUT_DIR is empty.

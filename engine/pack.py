@@ -154,10 +154,11 @@ def can_pack(model):
 
 
 class ModelPack(nn.Module):
-    """K same-architecture sequential models as one; forward maps (K, B, ...) to (K, B, out)."""
+    """K same-architecture sequential models as one; forward(inputs, idx) gives member j's
+    outputs on inputs[idx[j]] as (K, B, out)."""
 
     def __init__(self, models, channels_last=True, fused=False):
-        """fused: run a first convolution + 2x2 max-pool as the fused CPU kernel where the
+        """fused: run each convolution + 2x2 max-pool as the fused CPU kernel where the
         architecture has one and the kernel builds (engine/fused.py)."""
         super().__init__()
         if not can_pack(models[0]):

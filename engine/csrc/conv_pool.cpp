@@ -88,7 +88,7 @@ void pad_image(const float* src, float* buf, const Geo& g) {
 }
 
 // Ask for the next image while this one is worked on: records are gathered at random
-// from a data set far larger than the caches.
+// from a data set larger than a core's caches.
 void prefetch_image(const float* src, const Geo& g) {
   const int n = g.C * g.H * g.W;
   for (int i = 0; i < n; i += L) __builtin_prefetch(src + i);
