@@ -33,8 +33,11 @@ def _metrics(out):
 
 def _start_and_kill(cmd, out, ready, sig=signal.SIGKILL, timeout=300):
     """Start the run, send `sig` once ready(out) is true; return the finished process."""
+    # a run started from a background job inherits SIGINT ignored, and Python then installs
+    # no KeyboardInterrupt handler: give the run the default disposition, as a terminal does
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + timeout
     while not ready(out):
         if proc.poll() is not None or time.time() > deadline:
