@@ -8,7 +8,7 @@ seconds and peak memory of whole runs. All figures come from one run on one mach
     DataLoader with 2 workers, one SimpleCNN, batch 64 (as the original toolkit);
 (b) ours: tensor-resident data, index-slice batches, shadows trained in packs
     (engine/pack.py), NUM_WORKERS packs side by side, exactly the engine's code path;
-    in float32 (the default) with the fused first-stage kernel (engine/fused.py,
+    in float32 (the default) with the fused convolution + max-pool kernel (engine/fused.py,
     FUSED_CPU_KERNEL True, the default) and without it, and with bf16 autocast
     (MIXED_PRECISION True; the kernel is float32 only, so PyTorch's ops run).
 Every throughput is the best of --repeats measurements taken in turn (this kind of
