@@ -42,6 +42,16 @@ inline vi select(vi mask, vi a, vi b) { return (mask & a) | (~mask & b); }
 
 inline int round_up(int n) { return (n + L - 1) / L * L; }
 
+// Max-pool of 2x2 windows, lane by lane: values a0 a1 / a2 a3 -> maximum m and its place
+// id (0..3). The first maximum wins and a NaN wins, as in PyTorch's max_pool2d.
+inline void pool4(vf a0, vf a1, vf a2, vf a3, vf& m, vi& id) {
+  const vi c1 = (a1 > a0) | (a1 != a1), c3 = (a3 > a2) | (a3 != a3);
+  const vf top = select(c1, a1, a0), bot = select(c3, a3, a2);
+  const vi cf = (bot > top) | (bot != bot);
+  m = select(cf, bot, top);
+  id = select(cf, (c3 & 1) + 2, c1 & 1);
+}
+
 struct Geo {
   int C, H, W, KS, PH, PW, OC;
   int NV, WP;       // vectors spanning a conv output row; padded input row (64-byte multiple)
@@ -137,19 +147,16 @@ void forward_block(const float* buf, const int* off, const float* wt, const floa
         for (int o = 0; o < OB; ++o)
           for (int v = 0; v < NV; ++v) acc[t][o][v] += xv[v] * wq[t * OB + o];
     }
-    // 2x2 windows, numbered 0 1 / 2 3: the first maximum wins and a NaN wins, as in
-    // PyTorch's max_pool2d. Two vectors of a row give 16 pooled columns.
+    // two vectors of a row give 16 pooled columns
     for (int o = 0; o < OB; ++o)
       for (int v = 0; v < NV; v += 2) {
         const vf z{};
         const vf t0 = acc[0][o][v], t1 = v + 1 < NV ? acc[0][o][v + 1] : z;
         const vf b0 = acc[1][o][v], b1 = v + 1 < NV ? acc[1][o][v + 1] : z;
         const vf a0 = EVEN(t0, t1), a1 = ODD(t0, t1), a2 = EVEN(b0, b1), a3 = ODD(b0, b1);
-        const vi c1 = (a1 > a0) | (a1 != a1), c3 = (a3 > a2) | (a3 != a3);
-        const vf top = select(c1, a1, a0), bot = select(c3, a3, a2);
-        const vi cf = (bot > top) | (bot != bot);
-        const vf m = select(cf, bot, top);
-        const vi id = select(cf, (c3 & 1) + 2, c1 & 1);
+        vf m;
+        vi id;
+        pool4(a0, a1, a2, a3, m, id);
         const int px0 = v * L / 2, n = std::min(L, g.PW - px0);
         float* op = out + (o * g.PH + py) * g.PW + px0;
         uint8_t* ap = arg + (o * g.PH + py) * g.PW + px0;
@@ -345,14 +352,12 @@ void forward_ocv(const float* buf, const float* wv, const float* bias, float* ou
           }
         }
       }
-    for (int px = 0; px < PB; ++px) {  // as in forward_block, lanes being channels here
+    for (int px = 0; px < PB; ++px) {  // lanes are channels here
       const vf a0 = acc[0][2 * px], a1 = acc[0][2 * px + 1];
       const vf a2 = acc[1][2 * px], a3 = acc[1][2 * px + 1];
-      const vi c1 = (a1 > a0) | (a1 != a1), c3 = (a3 > a2) | (a3 != a3);
-      const vf top = select(c1, a1, a0), bot = select(c3, a3, a2);
-      const vi cf = (bot > top) | (bot != bot);
-      const vf m = select(cf, bot, top);
-      const vi id = select(cf, (c3 & 1) + 2, c1 & 1);
+      vf m;
+      vi id;
+      pool4(a0, a1, a2, a3, m, id);
       const int q = (o0 * g.PH + py) * g.PW + px0 + px, step = g.PH * g.PW;
       for (int u = 0; u < L; ++u) {
         out[q + u * step] = m[u];
