@@ -209,10 +209,10 @@ _C.NUM_THREADS = 0
 # so it is part of the victim and shadow fingerprints.
 _C.MIXED_PRECISION = False
 # On CPU, run each convolution + 2x2 max-pool of a classifier (simplecnn, pytorchcnn) as
-# the toolkit's fused C++ kernel (engine/csrc/conv_pool.cpp), compiled on first use
-# (about 40 s, once per machine) and cached under ~/.cache/torch_extensions. Same
-# results as PyTorch's ops up to float rounding; where it cannot be compiled, PyTorch's
-# ops run and the log says why.
+# the toolkit's fused C++ kernel (engine/csrc/conv_pool.cpp), compiled on first use (once
+# per machine; the run log says how long) and cached under ~/.cache/torch_extensions.
+# Same results as PyTorch's ops up to float rounding; where it cannot be compiled,
+# PyTorch's ops run and the log says why.
 _C.FUSED_CPU_KERNEL = True
 # Parent folder of run folders, used when OUTPUT_DIR is empty.
 _C.LOG_DIR = "./log/"

@@ -2,7 +2,7 @@
 also gathers the records; engine/csrc/conv_pool.cpp), and its fallback on PyTorch's ops.
 
 The kernel is compiled on first use with torch.utils.cpp_extension (a C++ compiler and
-ninja, about 40 s on 2 cores) and cached per user (TORCH_EXTENSIONS_DIR, by default
+ninja; the run log says how long it took) and cached per user (TORCH_EXTENSIONS_DIR, by default
 ~/.cache/torch_extensions), one build per CPU capability. Where it cannot be built, the
 pack runs the same stage on PyTorch's ops and the run log says why, once. Results agree
 with PyTorch's ops up to float rounding (tests/test_fused.py).
@@ -11,6 +11,7 @@ with PyTorch's ops up to float rounding (tests/test_fused.py).
 import logging
 import os
 import threading
+import time
 
 import torch
 import torch.nn.functional as F
@@ -44,10 +45,13 @@ def _build():
         # at::parallel_for is OpenMP pragmas in ATen's headers when torch uses OpenMP: the
         # kernel must be compiled with it to run on several threads (its libgomp is torch's)
         omp = ["-fopenmp"] if torch.backends.openmp.is_available() else []
+        start = time.perf_counter()
         module = load(name=f"mia_conv_pool_{capability.lower()}", sources=[_SOURCE],
                       extra_cflags=["-O3", *_MARCH.get(capability, []), *omp],
                       extra_ldflags=omp, verbose=False)
-        log.info("fused CPU kernel ready (convolution + max-pool, %s build)", capability)
+        log.info("fused CPU kernel ready in %.1f s (convolution + max-pool, %s build; "
+                 "compiled on first use, then loaded from the cache)",
+                 time.perf_counter() - start, capability)
         return module
     except Exception as e:  # no compiler, no ninja, unsupported platform: fall back
         reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
