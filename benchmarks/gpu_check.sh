@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The device-machine check (issue 3), one command: the GPU fleet benchmark, then the
 # default run end to end on CUDA over random-pixel CIFAR-10 files (timing only).
-# Usage there: bash benchmarks/gpu_check.sh OUT_DIR   (yacs comes as a wheel in .whl/)
+# Usage there: bash benchmarks/gpu_check.sh OUT_DIR   (yacs, and pytest with its
+# dependencies, come as wheels in .whl/: pip download --no-deps --only-binary=:all:
+# --python-version 3.12 ... -d .whl yacs pytest pluggy iniconfig packaging)
 set -uo pipefail
 out=${1:-/tmp/gpu_out}
 mkdir -p "$out"
@@ -10,6 +12,12 @@ if [ -d .whl ]; then
 fi
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+# captured training steps equal eager ones on this GPU (pytest comes as a wheel too)
+if python3 -c "import pytest" 2>/dev/null; then
+  python3 -m pytest -q -p no:cacheprovider tests/test_graphs.py -k cuda 2>&1 | tail -3 | tee "$out/graphs_test.txt"
+else
+  echo "pytest not installed: tests/test_graphs.py not run" | tee "$out/graphs_test.txt"
+fi
 python3 -m benchmarks.bench_gpu_fleet --probe-epochs 2 --max-seconds 150 2>/dev/null | tee "$out/fleet.txt"
 python3 -m benchmarks.write_fake_cifar /tmp/fake >/dev/null
 [ "${FLEET_ONLY:-0}" = 1 ] && exit 0

@@ -214,6 +214,10 @@ _C.MIXED_PRECISION = False
 # Same results as PyTorch's ops up to float rounding; where it cannot be compiled,
 # PyTorch's ops run and the log says why.
 _C.FUSED_CPU_KERNEL = True
+# On CUDA, capture each training step once as a CUDA graph and replay it (one launch per
+# step instead of dozens; the same kernels, so the same results); where a capture fails,
+# the log says why and training goes on without graphs. Ignored on CPU.
+_C.CUDA_GRAPHS = True
 # Parent folder of run folders, used when OUTPUT_DIR is empty.
 _C.LOG_DIR = "./log/"
 # The run folder; empty: LOG_DIR/<dataset>/<time>_<shadow arch>_<attack arch>.

@@ -12,7 +12,7 @@ from attack_models import build_attack_model
 from engine.optim import build_optimizer, get_criterion
 from engine.pack import ModelPack
 from engine.shadows import shadow_fingerprint
-from engine.trainer import fit, seeded_models
+from engine.trainer import cuda_step_graph, fit, seeded_models
 from utils.errors import RunError, UsageError
 from utils.fingerprint import fingerprint
 from utils.io import load_checkpoint, save_checkpoint
@@ -78,7 +78,7 @@ def fit_attack_pack(ctx, x, y, seed_ids, names, in_features=None):
                optimizer=build_optimizer(pack.parameters(), cfg.ATTACKER.OPTIMIZER, ctx.device),
                criterion=get_criterion("attack", cfg.ATTACKER.CRITERION), seeds=seeds,
                desc=f"train {names[0]}" + ("+" if len(names) > 1 else ""),
-               on_epoch=on_epoch)
+               on_epoch=on_epoch, step_graph=cuda_step_graph(cfg.CUDA_GRAPHS, ctx.device))
 
 
 def _train_group(ctx, classes, attack_data):

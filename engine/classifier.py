@@ -5,7 +5,7 @@ import torch
 
 from engine.optim import build_optimizer, get_criterion
 from engine.pack import ModelPack
-from engine.trainer import fit, predict, seeded_models
+from engine.trainer import cuda_step_graph, fit, predict, seeded_models
 from victims import build_model
 
 # Records per forward pass at inference (memory-bound, not a result-changing number).
@@ -37,7 +37,8 @@ def train_classifiers(ctx, data, node, seeds, train_idx, names, stop=None):
                batch_size=node.TRAIN.BATCH_SIZE, optimizer=optimizer,
                criterion=get_criterion("classifier", node.CRITERION), seeds=seeds,
                desc=f"train {names[0]}" + ("+" if len(names) > 1 else ""),
-               on_epoch=on_epoch, stop=stop, amp=ctx.cfg.MIXED_PRECISION)
+               on_epoch=on_epoch, stop=stop, amp=ctx.cfg.MIXED_PRECISION,
+               step_graph=cuda_step_graph(ctx.cfg.CUDA_GRAPHS, ctx.device))
 
 
 def logits(pack, x, idx):

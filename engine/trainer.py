@@ -6,6 +6,7 @@ Each member draws its own shuffles from its own generator, so a member trained i
 pack sees exactly the batches it would see alone.
 """
 
+import logging
 import math
 
 import torch
@@ -28,8 +29,84 @@ def seeded_models(build_fn, seeds):
     return models
 
 
+class CudaGraphStep:
+    """A training step of fixed shape, captured once as a CUDA graph and then replayed:
+    one launch per step instead of dozens, with no Python in between. Before the capture
+    it runs WARMUP real steps eagerly on a side stream (cuDNN and cuBLAS settle their
+    choices and workspaces, the optimizer creates its state), as torch.cuda.graphs asks.
+    A replay runs exactly the captured kernels on the same memory: the step's record
+    indices are copied into the captured index tensor, and the parameters, gradients,
+    optimizer state and loss total are updated in place, as the eager step does.
+    Where the capture fails, the reason is logged once and the step runs eagerly."""
+
+    WARMUP = 3
+
+    def __init__(self, step, optimizer):
+        self.step, self.optimizer = step, optimizer
+        self.warmup, self.graph, self.static_idx, self.failed = self.WARMUP, None, None, False
+
+    def __call__(self, idx):
+        if self.failed:
+            return self.step(idx)
+        if self.graph is not None:
+            self.static_idx.copy_(idx)
+        elif self.warmup > 0:
+            self.warmup -= 1
+            return self._warm(idx)
+        else:
+            static = self.static_idx = idx.clone()
+            try:
+                self.graph = self._capture(lambda: self.step(static))
+            except RuntimeError as e:
+                self.failed = True
+                logging.getLogger("mia").warning(
+                    "CUDA graph capture failed (%s); training runs without graphs (set "
+                    "CUDA_GRAPHS False to skip the attempt)", str(e).strip().splitlines()[0][:200])
+                return self.step(idx)
+        self.graph.replay()
+
+    def _warm(self, idx):
+        side, main = torch.cuda.Stream(), torch.cuda.current_stream()
+        side.wait_stream(main)
+        with torch.cuda.stream(side):
+            self.step(idx)
+        main.wait_stream(side)
+
+    def _capture(self, fn):
+        # a capturable optimizer keeps its step counts on the device; fused Adam computes
+        # the same either way, so the flag is on only while capturing (eager steps with it
+        # on would warn)
+        groups = [g for g in self.optimizer.param_groups if "capturable" in g]
+        saved = [g["capturable"] for g in groups]
+        for g in groups:
+            g["capturable"] = True
+        try:
+            return self._record(fn)
+        finally:
+            for g, c in zip(groups, saved):
+                g["capturable"] = c
+
+    def _record(self, fn):
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        return graph
+
+
+def cuda_step_graph(enabled, device):
+    """The step_graph for fit: CudaGraphStep when `enabled` (CUDA_GRAPHS) and the device
+    is CUDA, else None."""
+    return CudaGraphStep if enabled and device.type == "cuda" else None
+
+
+def graph_safe(optimizer):
+    """True when every parameter group runs a fused optimizer (its step counts, if any,
+    live on the device, so a captured step replays the same update)."""
+    return all(g.get("fused") for g in optimizer.param_groups)
+
+
 def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, optimizer, criterion,
-        seeds, desc, on_epoch=None, stop=None, amp=False):
+        seeds, desc, on_epoch=None, stop=None, amp=False, step_graph=None):
     """Train every member of `pack` on its row of train_idx ((K, n) int64 on the device).
 
     inputs: (N, ...) tensor on the device; targets: (N,) on the device; criterion maps
@@ -38,29 +115,43 @@ def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, optimizer, crit
     every epoch. Raises RunError when a loss turns NaN or infinite, and Interrupted when
     the threading.Event `stop` is set (checked every step). amp: bf16 autocast of the
     forward pass (CUDA, or CPU with AVX512-BF16/AMX; the loss and the weights stay float32).
+    step_graph: CudaGraphStep (or a class like it) to run the full-size steps as a
+    captured graph, used when the optimizer is graph_safe; the last, shorter batch of an
+    epoch runs eagerly.
     """
     k, n = train_idx.shape
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     steps = math.ceil(n / batch_size)
     device_type = train_idx.device.type
+    total = torch.zeros(k, device=train_idx.device)
+
+    def step(idx):
+        # one cast per weight per forward: the autocast cache would only hold memory
+        # (and a captured graph must not rely on it)
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp,
+                            cache_enabled=False):
+            logits = pack(inputs, idx)
+        losses = criterion(logits.float().flatten(0, 1), targets[idx].flatten())
+        member_loss = losses.view(k, -1).mean(1)
+        optimizer.zero_grad(set_to_none=True)
+        member_loss.sum().backward()
+        optimizer.step()
+        total.add_(member_loss.detach() * idx.shape[1])
+
+    full = step_graph(step, optimizer) if step_graph and graph_safe(optimizer) else step
     pack.train()
     bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False, dynamic_ncols=True)
+    perms = _shuffles(gens, n)
     for epoch in bar:
-        perms = torch.stack([torch.randperm(n, generator=g) for g in gens])
         order = train_idx.gather(1, perms.to(train_idx.device))
-        total = torch.zeros(k, device=train_idx.device)
-        for step in range(steps):
+        total.zero_()
+        for s in range(steps):
             if stop is not None and stop.is_set():
                 raise Interrupted(desc)
-            idx = order[:, step * batch_size:(step + 1) * batch_size]
-            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
-                logits = pack(inputs, idx)
-            losses = criterion(logits.float().flatten(0, 1), targets[idx].flatten())
-            member_loss = losses.view(k, -1).mean(1)
-            optimizer.zero_grad(set_to_none=True)
-            member_loss.sum().backward()
-            optimizer.step()
-            total += member_loss.detach() * idx.shape[1]
+            idx = order[:, s * batch_size:(s + 1) * batch_size]
+            (full if idx.shape[1] == batch_size else step)(idx)
+        if epoch + 1 < epochs:  # drawn while the device finishes the epoch
+            perms = _shuffles(gens, n)
         epoch_loss = (total / n).cpu()  # one host sync per epoch
         if not torch.isfinite(epoch_loss).all():
             raise RunError(f"{desc}: training diverged at epoch {epoch + 1} "
@@ -69,6 +160,11 @@ def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, optimizer, crit
         if on_epoch:
             on_epoch(epoch, epoch_loss)
     return pack
+
+
+def _shuffles(gens, n):
+    """(K, n) int64: one permutation of range(n) per member, from its own generator."""
+    return torch.stack([torch.randperm(n, generator=g) for g in gens])
 
 
 @torch.inference_mode()

@@ -1,5 +1,6 @@
 """Shared fixtures: the real CIFAR-10 (MIA_DATA_ROOT, set by .ci/run) and tiny configs."""
 
+import logging
 import os
 import sys
 
@@ -20,6 +21,18 @@ def data_root():
             pytest.fail(f"CI must have CIFAR-10 under MIA_DATA_ROOT={DATA_ROOT}")
         pytest.skip(f"CIFAR-10 not found under {DATA_ROOT} (set MIA_DATA_ROOT)")
     return DATA_ROOT
+
+
+@pytest.fixture
+def mia_warnings():
+    """Messages of the warnings logged on the toolkit's "mia" logger during the test (it
+    does not propagate to the root logger once a run has set it up, so caplog misses them)."""
+    messages, handler = [], logging.Handler(logging.WARNING)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    log = logging.getLogger("mia")
+    log.addHandler(handler)
+    yield messages
+    log.removeHandler(handler)
 
 
 def tiny_opts(data_root, out_dir, **extra):

@@ -1,0 +1,138 @@
+"""CUDA-graph training steps (engine.trainer.CudaGraphStep).
+
+On CPU the graph is emulated: the capture records the step without running it and a
+replay runs it again on the captured index tensor, as a CUDA graph replays its kernels on
+the captured memory. That checks what the toolkit adds around torch.cuda.graph (warm-up
+steps, which steps replay, the index copy, the loss total, the last shorter batch, the
+optimizer flag, the fallback); the real capture runs where CUDA is present.
+"""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from engine.optim import CRITERIA
+from engine.pack import ModelPack
+from engine.trainer import CudaGraphStep, cuda_step_graph, fit, seeded_models
+from victims import MODELS
+
+SEEDS = [3, 4]
+
+
+class Emulated(CudaGraphStep):
+    captures = replays = 0
+    flags_at_capture = None
+
+    def _warm(self, idx):
+        self.step(idx)
+
+    def _record(self, fn):
+        type(self).captures += 1
+        type(self).flags_at_capture = [g["capturable"] for g in self.optimizer.param_groups]
+
+        def replay():
+            type(self).replays += 1
+            fn()
+        return SimpleNamespace(replay=replay)
+
+
+class Failing(CudaGraphStep):
+    def _warm(self, idx):
+        self.step(idx)
+
+    def _record(self, fn):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+
+@pytest.fixture(autouse=True)
+def counters():
+    Emulated.captures = Emulated.replays = 0
+    Emulated.flags_at_capture = None
+
+
+def _data(device="cpu"):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(120, 3, 32, 32, generator=g).to(device)
+    y = torch.randint(0, 10, (120,), generator=g).to(device)
+    idx = torch.stack([torch.randperm(120, generator=g)[:40] for _ in SEEDS]).to(device)
+    return x, y, idx
+
+
+def _train(step_graph, fused=True, device="cpu", epochs=4):
+    x, y, idx = _data(device)
+    pack = ModelPack(seeded_models(MODELS["simplecnn"], SEEDS)).to(device)
+    opt = torch.optim.Adam(pack.parameters(), lr=1e-3, fused=fused)
+    losses = []
+    fit(pack, x, y, idx, epochs=epochs, batch_size=16, optimizer=opt,
+        criterion=CRITERIA["classifier"]["ce"], seeds=SEEDS, desc="test",
+        on_epoch=lambda e, loss: losses.append(loss), step_graph=step_graph)
+    return pack.member_state_dicts(), torch.stack(losses), opt
+
+
+def _assert_same(a, b):
+    for sa, sb in zip(a, b):
+        assert sa.keys() == sb.keys()
+        for key in sa:
+            assert torch.equal(sa[key], sb[key]), key
+
+
+def test_replayed_steps_train_as_eager_steps():
+    eager, eager_loss, _ = _train(None)
+    graphed, graphed_loss, opt = _train(Emulated)
+    # 40 records in batches of 16: two full steps and one of 8 per epoch; 4 epochs give
+    # 8 full steps: 3 warm-up, then one capture and 5 replays (the captured step included)
+    assert (Emulated.captures, Emulated.replays) == (1, 5)
+    _assert_same(eager, graphed)
+    assert torch.equal(eager_loss, graphed_loss)
+    # the optimizer is capturable while capturing only
+    assert Emulated.flags_at_capture == [True]
+    assert [g["capturable"] for g in opt.param_groups] == [False]
+
+
+def test_replay_reads_each_steps_records():
+    # a replay that ran on the captured step's records again would train differently
+    class Stale(Emulated):
+        def _record(self, fn):
+            frozen = self.static_idx.clone()
+
+            def replay():
+                self.static_idx.copy_(frozen)
+                fn()
+            return SimpleNamespace(replay=replay)
+
+    eager, _, _ = _train(None)
+    stale, _, _ = _train(Stale)
+    assert not torch.equal(eager[0]["features.0.weight"], stale[0]["features.0.weight"])
+
+
+def test_failed_capture_falls_back_to_eager_steps(mia_warnings):
+    eager, eager_loss, _ = _train(None)
+    fallback, fallback_loss, _ = _train(Failing)
+    warnings = [m for m in mia_warnings if "CUDA graph capture failed" in m]
+    assert len(warnings) == 1 and "CUDA_GRAPHS False" in warnings[0]
+    _assert_same(eager, fallback)
+    assert torch.equal(eager_loss, fallback_loss)
+
+
+def test_only_fused_optimizers_are_captured():
+    _train(Emulated, fused=False)
+    assert Emulated.captures == 0 and Emulated.replays == 0
+
+
+def test_graphs_only_on_cuda():
+    assert cuda_step_graph(True, torch.device("cpu")) is None
+    assert cuda_step_graph(False, torch.device("cuda")) is None
+    assert cuda_step_graph(True, torch.device("cuda")) is CudaGraphStep
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_training_equals_eager_on_cuda(monkeypatch, mia_warnings):
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    eager, eager_loss, _ = _train(None, device="cuda")
+    graphed, graphed_loss, _ = _train(CudaGraphStep, device="cuda")
+    assert not mia_warnings  # captured, not fallen back to eager steps
+    for sa, sb in zip(eager, graphed):
+        for key in sa:
+            torch.testing.assert_close(sa[key], sb[key], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(eager_loss, graphed_loss, rtol=1e-5, atol=1e-6)
