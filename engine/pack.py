@@ -2,11 +2,13 @@
 
 Convolutions become one convolution with `groups=K` over stacked channels (layout
 (B, K*C, H, W); channels_last weights make the backend run channels_last), dense layers
-one batched matmul (layout (K, B, F)). Each member keeps its own weights: with the sum
-of per-member mean losses and an element-wise optimizer (Adam, SGD), training a pack
-equals training its members one by one up to float rounding (tests/test_pack.py checks
-it in float64). On CPU, a convolution followed by a 2x2 max-pool can run as one fused
-kernel; as the first layer, it also gathers the records (engine/fused.py).
+one batched matmul in the features-first layout (K, F, B), where a batch norm's K*F
+channels are contiguous rows (one native batch norm, no transposing copy). Each member
+keeps its own weights: with the sum of per-member mean losses and an element-wise
+optimizer (Adam, SGD), training a pack equals training its members one by one up to
+float rounding (tests/test_pack.py checks it in float64). On CPU, a convolution followed
+by a 2x2 max-pool can run as one fused kernel; as the first layer, it also gathers the
+records (engine/fused.py).
 """
 
 import torch
@@ -85,49 +87,50 @@ def _fusable(layers):
 class _GroupedLinear(nn.Module):
     def __init__(self, linears):
         super().__init__()
-        self.weight = nn.Parameter(torch.stack([m.weight.detach().t() for m in linears]))
-        self.bias = nn.Parameter(torch.stack([m.bias.detach()[None] for m in linears]))
+        self.weight = nn.Parameter(torch.stack([m.weight.detach() for m in linears]))
+        self.bias = nn.Parameter(torch.stack([m.bias.detach()[:, None] for m in linears]))
 
-    def forward(self, x):  # (K, B, F_in) -> (K, B, F_out)
-        return torch.baddbmm(self.bias, x, self.weight)
+    def forward(self, x):  # (K, F_in, B) -> (K, F_out, B)
+        return torch.baddbmm(self.bias, self.weight, x)
 
     def member_state(self, j):
-        return {"weight": self.weight[j].t(), "bias": self.bias[j, 0]}
+        return {"weight": self.weight[j], "bias": self.bias[j, :, 0]}
 
 
 class _GroupedBatchNorm1d(nn.Module):
-    """nn.BatchNorm1d per member on (K, B, F), running statistics included."""
+    """nn.BatchNorm1d per member on (K, F, B), running statistics included: one native
+    batch norm over the (1, K*F, B) view, each of the K*F rows a channel (no copy)."""
 
     def __init__(self, norms):
         super().__init__()
         m = norms[0]
-        self.eps, self.momentum = m.eps, m.momentum
-        self.weight = nn.Parameter(torch.stack([n.weight.detach()[None] for n in norms]))
-        self.bias = nn.Parameter(torch.stack([n.bias.detach()[None] for n in norms]))
-        self.register_buffer("running_mean", torch.stack([n.running_mean for n in norms]))
-        self.register_buffer("running_var", torch.stack([n.running_var for n in norms]))
+        self.eps, self.momentum, self.f = m.eps, m.momentum, m.num_features
+        self.weight = nn.Parameter(torch.cat([n.weight.detach() for n in norms]))
+        self.bias = nn.Parameter(torch.cat([n.bias.detach() for n in norms]))
+        self.register_buffer("running_mean", torch.cat([n.running_mean for n in norms]))
+        self.register_buffer("running_var", torch.cat([n.running_var for n in norms]))
         self.register_buffer("num_batches_tracked",
                              torch.stack([n.num_batches_tracked for n in norms]))
 
-    def forward(self, x):  # (K, B, F): one native batch norm over the (B, K*F) view
-        k, b, f = x.shape
+    def forward(self, x):  # (K, F, B) -> (K, F, B)
+        k, f, b = x.shape
         if self.training and b == 1:  # a last batch of one record has no spread: it
             # normalises to zero, as the formula gives (nn.BatchNorm1d would refuse it)
             with torch.no_grad():
-                self.running_mean.lerp_(x[:, 0], self.momentum)
+                self.running_mean.lerp_(x.reshape(-1), self.momentum)
                 self.running_var.mul_(1 - self.momentum)
                 self.num_batches_tracked += 1
-            return x * 0 + self.bias
+            return x * 0 + self.bias.view(k, f, 1)
         if self.training:
             self.num_batches_tracked += 1
-        out = F.batch_norm(x.transpose(0, 1).reshape(b, k * f), self.running_mean.view(-1),
-                           self.running_var.view(-1), self.weight.view(-1), self.bias.view(-1),
-                           self.training, self.momentum, self.eps)
-        return out.view(b, k, f).transpose(0, 1)
+        out = F.batch_norm(x.reshape(1, k * f, b), self.running_mean, self.running_var,
+                           self.weight, self.bias, self.training, self.momentum, self.eps)
+        return out.view(k, f, b)
 
     def member_state(self, j):
-        return {"weight": self.weight[j, 0], "bias": self.bias[j, 0],
-                "running_mean": self.running_mean[j], "running_var": self.running_var[j],
+        s = slice(j * self.f, (j + 1) * self.f)
+        return {"weight": self.weight[s], "bias": self.bias[s],
+                "running_mean": self.running_mean[s], "running_var": self.running_var[s],
                 "num_batches_tracked": self.num_batches_tracked[j]}
 
 
@@ -136,10 +139,10 @@ class _GroupedFlatten(nn.Module):
         super().__init__()
         self.k = k
 
-    def forward(self, x):  # (B, K*C, H, W) or (K, B, C, H, W) -> (K, B, C*H*W)
+    def forward(self, x):  # (B, K*C, H, W) or (K, B, C, H, W) -> (K, C*H*W, B)
         if x.dim() == 4:
-            return x.reshape(x.shape[0], self.k, -1).transpose(0, 1)
-        return x.flatten(2)
+            return x.reshape(x.shape[0], self.k, -1).permute(1, 2, 0)
+        return x.flatten(2).transpose(1, 2)
 
 
 _ELEMENTWISE = (nn.Tanh, nn.ReLU, nn.MaxPool2d, nn.Identity)
@@ -205,9 +208,11 @@ class ModelPack(nn.Module):
             x, rest = self.layers[0](inputs, idx), self.layers[1:]
         else:
             x, rest = self.gather(inputs, idx), self.layers
+            if x.dim() == 3:  # (K, B, F) features: dense layers take (K, F, B)
+                x = x.transpose(1, 2)
         for layer in rest:
             x = layer(x)
-        return x
+        return x.transpose(1, 2) if x.dim() == 3 else x
 
     def member_state_dicts(self):
         """One state_dict per member, loadable into the original architecture (CPU tensors)."""

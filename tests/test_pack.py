@@ -123,8 +123,8 @@ def test_batchnorm_pack_trains_through_a_last_batch_of_one():
     x, y = torch.rand(2 * 129, 10), torch.randint(0, 2, (2 * 129,))
     pack = ModelPack(seeded_models(FCNet, [1, 2]))
     norm = pack.layers[1]
-    out = norm(torch.rand(2, 1, 64))
-    torch.testing.assert_close(out, norm.bias.expand(2, 1, 64))
+    out = norm(torch.rand(2, 64, 1))  # (K, F, B): one record per member
+    torch.testing.assert_close(out, norm.bias.view(2, 64, 1))
     fit(pack, x, y, torch.arange(len(y)).view(2, -1), epochs=2, batch_size=64,
         optimizer=_opt(pack.parameters(), "adam"), criterion=CRITERIA["attack"]["bce"],
         seeds=[1, 2], desc="test")
