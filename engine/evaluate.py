@@ -94,8 +94,14 @@ def scores_csv(table):
     did not score the record)."""
     cols = list(table)
     lines = [",".join(cols)]
-    for row in zip(*(table[c] for c in cols)):
-        lines.append(",".join("" if isinstance(x, float) and np.isnan(x)
-                              else f"{x:.8g}" if isinstance(x, float) else str(x)
-                              for x in (v.item() if hasattr(v, "item") else v for v in row)))
+    lines += map(",".join, zip(*(_csv_column(table[c]) for c in cols)))
     return "\n".join(lines) + "\n"
+
+
+def _csv_column(values):
+    """A column's CSV fields: integers as they are, floats to 8 significant digits
+    (float32 values widened first, as Python prints them), NaN as an empty field."""
+    a = np.asarray(values)
+    if a.dtype.kind != "f":
+        return list(map(str, a.tolist()))
+    return ["" if x != x else f"{x:.8g}" for x in a.astype(np.float64).tolist()]

@@ -43,7 +43,8 @@ def run(cfg, derived=()):
             metrics, table = evaluate(ctx, data, victim, evidence)
             save_text(ctx.path(SCORES_FILE), scores_csv(table))
         results.update(metrics)
-        write_report(ctx.out_dir, results, table, cfg)
+        with StageTimer(ctx, "report"):
+            write_report(ctx.out_dir, results, table, cfg)
     ctx.timing["total"] = round(time.perf_counter() - start, 3)
     results.update(timing=ctx.timing, threshold=cfg.ATTACKER.PRED_THRESHOLD,
                    routing=cfg.ATTACKER.TEST.ROUTING, device=str(ctx.device),

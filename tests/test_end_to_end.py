@@ -37,7 +37,7 @@ def test_outputs_follow_the_contract(tiny_run):
     assert all(METRIC_KEYS <= set(v) for v in m["per_class"].values())
     assert {"train_accuracy", "test_accuracy"} <= set(m["victim"])
     assert len(m["shadows"]) == 4 and all("test_accuracy" in s for s in m["shadows"])
-    assert {"data", "victim", "shadows", "attack", "evaluate", "total"} <= set(m["timing"])
+    assert {"data", "victim", "shadows", "attack", "evaluate", "report", "total"} <= set(m["timing"])
     rows = list(csv.DictReader(open(out / "scores.csv")))
     assert len(rows) == 1000  # balanced: 500 in, 500 out
     assert {r["membership"] for r in rows} == {"0", "1"}
@@ -209,3 +209,18 @@ def test_random_half_run_with_every_method(data_root, tmp_path):
     assert "| lira_online |" in report and (out / "roc.png").exists()
     # the victim's members were seen by about half the shadows, as random_half promises
     assert 0.3 < ref["member"][:, :500].mean() < 0.7
+
+
+def test_scores_csv_fields():
+    from engine.evaluate import scores_csv
+
+    score = np.array([0.1, np.nan, np.inf, 1234567.891], np.float32)
+    text = scores_csv({"index": np.array([7, 8, 9, 10]), "membership": np.array([1, 1, 0, 0]),
+                       "score": score, "score_loss": np.array([-0.5, 2e-9, np.nan, 3.0])})
+    assert text.splitlines() == ["index,membership,score,score_loss",
+                                 "7,1,0.1,-0.5",  # float32 0.1 to 8 digits: 0.1
+                                 "8,1,,2e-09",  # NaN: an empty field
+                                 "9,0,inf,",
+                                 "10,0,1234567.9,3"]
+    rows = list(csv.DictReader(text.splitlines()))
+    assert float(rows[3]["score"]) == pytest.approx(1234567.891, rel=1e-7)
