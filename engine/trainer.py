@@ -8,6 +8,7 @@ pack sees exactly the batches it would see alone.
 
 import logging
 import math
+import threading
 
 import torch
 from tqdm import tqdm
@@ -19,13 +20,21 @@ class Interrupted(Exception):
     """Training stopped from outside (another worker failed, or Ctrl-C)."""
 
 
+# Layers initialise their weights from torch's one process-wide CPU generator: packs built
+# in worker threads at the same time would draw from it in turns (and give different
+# models from run to run), so building seeded models is one thread at a time.
+_INIT_LOCK = threading.Lock()
+
+
 def seeded_models(build_fn, seeds):
-    """One model per seed, each initialised under torch.manual_seed(seed) (CPU)."""
+    """One model per seed, each initialised under torch.manual_seed(seed) (CPU); safe to
+    call from several threads at once."""
     models = []
-    for seed in seeds:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            models.append(build_fn())
+    with _INIT_LOCK:
+        for seed in seeds:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                models.append(build_fn())
     return models
 
 

@@ -130,3 +130,29 @@ def test_batchnorm_pack_trains_through_a_last_batch_of_one():
         seeds=[1, 2], desc="test")
     assert all(torch.isfinite(p).all() for p in pack.parameters())
     assert all(torch.isfinite(b).all() for b in pack.buffers())
+
+
+def test_seeded_models_built_in_threads_at_once_equal_those_built_alone():
+    # shadow packs are built in worker threads side by side; torch's CPU generator is one
+    # per process, so without a lock one thread's draws interleave with the other's seeding
+    import threading
+    import time
+
+    def build():
+        first = torch.rand(3)
+        time.sleep(0.02)  # the other thread seeds here
+        return torch.cat([first, torch.rand(3)])
+
+    alone = seeded_models(build, [1, 2, 3, 4])
+    built = {}
+
+    def worker(w):
+        built[w] = seeded_models(build, [2 * w + 1, 2 * w + 2])
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, want in zip(built[0] + built[1], alone):
+        assert torch.equal(got, want)
