@@ -168,31 +168,53 @@ void forward_block(const float* buf, const int* off, const float* wt, const floa
   }
 }
 
+// Weight gradient of JB neighbouring taps (c, i, j .. j+JB-1) of a block of OB channels:
+// the taps share each load of the gradient rows. dw: the vector of tap (o=0, c, i, j);
+// channel o at dw + o * ds, tap j + t at + t.
+template <int NV, int OB, int JB>
+inline void weight_grad_taps(const float* in, const float* G, int gs, int go, vf* dw, int ds,
+                             const Geo& g) {
+  vf acc[JB][OB][NV] = {};
+  for (int y = 0; y < 2 * g.PH; ++y, in += g.WP, G += gs) {
+    vf xv[JB][NV];
+    for (int t = 0; t < JB; ++t)
+      for (int v = 0; v < NV; ++v) xv[t][v] = loadu(in + t + v * L);
+    for (int o = 0; o < OB; ++o)
+      for (int v = 0; v < NV; ++v) {
+        const vf gv = loadu(G + o * go + v * L);
+        for (int t = 0; t < JB; ++t) acc[t][o][v] += gv * xv[t][v];
+      }
+  }
+  for (int t = 0; t < JB; ++t)
+    for (int o = 0; o < OB; ++o) {
+      vf s = acc[t][o][0];
+      for (int v = 1; v < NV; ++v) s += acc[t][o][v];
+      dw[o * ds + t] += s;
+    }
+}
+
 // Weight gradient of one block of OB channels of one image, summed into dw (OB, C, KS, KS)
 // vectors (reduced across lanes once, at the end). G: the block's dense conv-output
-// gradient, zero off the argmax: row y of channel o at G + y * gs + o * go.
+// gradient, zero off the argmax: row y of channel o at G + y * gs + o * go. Two taps at a
+// time where their sums fit the registers (32 AVX-512 vectors).
 template <int NV, int OB>
 void weight_grad_block(const float* buf, const float* G, int gs, int go, vf* dw,
                        const Geo& g) {
-  const int KS = g.KS;
+  const int KS = g.KS, ds = g.C * KS * KS;
+#if defined(__AVX512F__)
+  constexpr int JB = 2 * OB * NV + 2 * NV + 1 <= 32 ? 2 : 1;
+#else
+  constexpr int JB = 1;
+#endif
   for (int c = 0; c < g.C; ++c)
-    for (int i = 0; i < KS; ++i)
-      for (int j = 0; j < KS; ++j) {
-        vf acc[OB][NV] = {};
-        const float* in = buf + (c * g.H + i) * g.WP + j;
-        const float* gr = G;
-        for (int y = 0; y < 2 * g.PH; ++y, in += g.WP, gr += gs) {
-          vf xv[NV];
-          for (int v = 0; v < NV; ++v) xv[v] = loadu(in + v * L);
-          for (int o = 0; o < OB; ++o)
-            for (int v = 0; v < NV; ++v) acc[o][v] += loadu(gr + o * go + v * L) * xv[v];
-        }
-        for (int o = 0; o < OB; ++o) {
-          vf s = acc[o][0];
-          for (int v = 1; v < NV; ++v) s += acc[o][v];
-          dw[((o * g.C + c) * KS + i) * KS + j] += s;
-        }
-      }
+    for (int i = 0; i < KS; ++i) {
+      const float* in = buf + (c * g.H + i) * g.WP;
+      vf* d = dw + (c * KS + i) * KS;
+      int j = 0;
+      for (; j + JB <= KS; j += JB)
+        weight_grad_taps<NV, OB, JB>(in + j, G, gs, go, d + j, ds, g);
+      for (; j < KS; ++j) weight_grad_taps<NV, OB, 1>(in + j, G, gs, go, d + j, ds, g);
+    }
 }
 
 template <int NV>
