@@ -82,7 +82,7 @@ def main(argv=None):
         s = fleet(data, args.shadows, per_pack, args.records, args.probe_epochs, args.batch,
                   amp, channels_last, graphs)
         rate = args.shadows * args.records * args.probe_epochs / s
-        steps = args.shadows / per_pack * args.probe_epochs * -(-args.records // args.batch)
+        steps = -(-args.shadows // per_pack) * args.probe_epochs * -(-args.records // args.batch)
         print(f"probe: {per_pack} per pack, bf16 autocast {amp}, channels_last "
               f"{channels_last}, CUDA graphs {graphs}: {rate:,.0f} img/s, "
               f"{1000 * s / steps:.2f} ms per step")

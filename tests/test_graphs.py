@@ -37,10 +37,7 @@ class Emulated(CudaGraphStep):
         return SimpleNamespace(replay=replay)
 
 
-class Failing(CudaGraphStep):
-    def _warm(self, idx):
-        self.step(idx)
-
+class Failing(Emulated):
     def _record(self, fn):
         raise RuntimeError("operation not permitted when stream is capturing")
 
