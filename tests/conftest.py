@@ -9,8 +9,10 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-# Where the CIFAR-10 python batches live; .ci/run points this at ../shared/data.
-DATA_ROOT = os.environ.get("MIA_DATA_ROOT", os.path.join(REPO, "..", "shared", "data"))
+# Where the CIFAR-10 python batches live (the README and .ci/run give ./data). Resolved once,
+# here: tests hand it to runs in other folders (subprocesses, symlinks in temporary folders).
+DATA_ROOT = os.path.abspath(
+    os.environ.get("MIA_DATA_ROOT", os.path.join(REPO, "..", "shared", "data")))
 
 
 @pytest.fixture(scope="session")
