@@ -10,7 +10,7 @@ import torch
 
 from attack_models import build_attack_model
 from engine.optim import build_optimizer, get_criterion
-from engine.pack import ModelPack
+from engine.pack import build_pack
 from engine.shadows import shadow_fingerprint
 from engine.trainer import cuda_step_graph, fit, seeded_models
 from utils.errors import RunError, UsageError
@@ -66,14 +66,16 @@ def fit_attack_pack(ctx, x, y, seed_ids, names, in_features=None):
     initialised from seed_ids[j]. Returns the trained pack (on ctx.device)."""
     cfg = ctx.cfg
     seeds = [derive_seed(cfg.RNG_SEED, ROLE_ATTACK, i) for i in seed_ids]
-    pack = ModelPack(seeded_models(lambda: _build(cfg, in_features), seeds)).to(ctx.device)
+    x = torch.as_tensor(x)
+    pack = build_pack(seeded_models(lambda: _build(cfg, in_features), seeds), x,
+                      name=cfg.ATTACKER.MODEL.ARCH).to(ctx.device)
     idx = torch.arange(len(y), device=ctx.device).view(len(names), -1)
 
     def on_epoch(epoch, losses):
         for name, loss in zip(names, losses.tolist()):
             ctx.tsv.row(stage="attack", model=name, epoch=epoch + 1, loss=loss)
 
-    return fit(pack, torch.as_tensor(x).to(ctx.device), torch.as_tensor(y).to(ctx.device), idx,
+    return fit(pack, x.to(ctx.device), torch.as_tensor(y).to(ctx.device), idx,
                epochs=cfg.ATTACKER.TRAIN.NUM_EPOCHS, batch_size=cfg.ATTACKER.TRAIN.BATCH_SIZE,
                optimizer=build_optimizer(pack.parameters(), cfg.ATTACKER.OPTIMIZER, ctx.device),
                criterion=get_criterion("attack", cfg.ATTACKER.CRITERION), seeds=seeds,

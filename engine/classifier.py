@@ -4,7 +4,7 @@ with its own config section (cfg.VICTIM or cfg.SHADOW)."""
 import torch
 
 from engine.optim import build_optimizer, get_criterion
-from engine.pack import ModelPack
+from engine.pack import build_pack
 from engine.trainer import cuda_step_graph, fit, predict, seeded_models
 from victims import build_model
 
@@ -12,20 +12,21 @@ from victims import build_model
 INFERENCE_BATCH = 2048
 
 
-def build_classifier_pack(node, cfg, image_size, seeds, device):
-    """A ModelPack of len(seeds) fresh `node.MODEL.ARCH` classifiers, member j initialised
-    from seeds[j]."""
+def build_classifier_pack(node, cfg, inputs, image_size, seeds, device):
+    """A pack (engine.pack.build_pack) of len(seeds) fresh `node.MODEL.ARCH` classifiers,
+    member j initialised from seeds[j]; inputs: (N, C, H, W) records it will see."""
     models = seeded_models(lambda: build_model(node.MODEL.ARCH, cfg.VICTIM.NUM_CLASSES,
                                                cfg.VICTIM.IN_FEATURES, image_size), seeds)
     channels_last = len(seeds) > 1 or device.type == "cuda"
     fused = cfg.FUSED_CPU_KERNEL and device.type == "cpu"
-    return ModelPack(models, channels_last=channels_last, fused=fused).to(device)
+    return build_pack(models, inputs, channels_last=channels_last, fused=fused,
+                      name=node.MODEL.ARCH).to(device)
 
 
 def train_classifiers(ctx, data, node, seeds, train_idx, names, stop=None):
     """Train a fresh pack (one member per seed) on train_idx ((K, n) numpy global
     indices into data.all_x) with node's recipe; one TSV row per member and epoch."""
-    pack = build_classifier_pack(node, ctx.cfg, data.image_size, seeds, ctx.device)
+    pack = build_classifier_pack(node, ctx.cfg, data.all_x, data.image_size, seeds, ctx.device)
     optimizer = build_optimizer(pack.parameters(), node.OPTIMIZER, ctx.device)
 
     def on_epoch(epoch, losses):

@@ -9,13 +9,22 @@ optimizer (Adam, SGD), training a pack equals training its members one by one up
 float rounding (tests/test_pack.py checks it in float64). On CPU, a convolution followed
 by a 2x2 max-pool can run as one fused kernel; as the first layer, it also gathers the
 records (engine/fused.py).
+
+A pack runs the model's leaf modules in registration order, which is the model only when
+its forward is that chain. build_pack checks it by behaviour on a probe batch (outputs in
+train and eval mode, and one gradient step) and otherwise returns a ModelList, whose
+members run and train one by one behind the same interface.
 """
+
+import copy
+import logging
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from engine.fused import conv_pool, load_kernel
+from engine.trainer import _INIT_LOCK
 from utils.errors import UsageError
 
 
@@ -150,10 +159,16 @@ _GROUPED = {nn.Conv2d: _GroupedConv2d, nn.Linear: _GroupedLinear,
             nn.BatchNorm1d: _GroupedBatchNorm1d}
 
 
+def _ungrouped(model):
+    """Names of the model's leaf module types that have no grouped form."""
+    return sorted({type(m).__name__ for _, m in _leaves(model)
+                   if not (type(m) in _GROUPED or isinstance(m, (*_ELEMENTWISE, nn.Flatten)))})
+
+
 def can_pack(model):
-    """True when every leaf module of the model has a grouped form."""
-    return all(type(m) in _GROUPED or isinstance(m, (*_ELEMENTWISE, nn.Flatten))
-               for _, m in _leaves(model))
+    """True when every leaf module of the model has a grouped form (necessary, not
+    sufficient: build_pack also checks that the leaves in order are the forward)."""
+    return not _ungrouped(model)
 
 
 class ModelPack(nn.Module):
@@ -165,8 +180,9 @@ class ModelPack(nn.Module):
         architecture has one and the kernel builds (engine/fused.py)."""
         super().__init__()
         if not can_pack(models[0]):
-            raise UsageError(f"{type(models[0]).__name__} has layers with no grouped form; "
-                             f"set SHADOW.TRAIN.MODELS_PER_PACK 1")
+            raise UsageError(f"{type(models[0]).__name__} has layers with no grouped form "
+                             f"({', '.join(_ungrouped(models[0]))}); build_pack trains it "
+                             f"one by one")
         self.k = len(models)
         self.names = [n for n, _ in _leaves(models[0])]
         columns = zip(*[[m for _, m in _leaves(model)] for model in models])
@@ -223,3 +239,123 @@ class ModelPack(nn.Module):
                     for key, t in layer.member_state(j).items():
                         out[j][f"{name}.{key}"] = t.detach().cpu().clone().contiguous()
         return out
+
+
+class ModelList(nn.Module):
+    """K models of any architecture behind ModelPack's interface, each run on its own
+    records in turn: trained by fit (the sum of per-member mean losses, an element-wise
+    optimizer), every member trains exactly as it would alone."""
+
+    def __init__(self, models):
+        super().__init__()
+        self.k = len(models)
+        self.members = nn.ModuleList(models)
+
+    def forward(self, inputs, idx):
+        """Member j's outputs on inputs[idx[j]]: inputs (N, ...), idx (K, B) -> (K, B, out)."""
+        return torch.stack([m(inputs[i]) for m, i in zip(self.members, idx)])
+
+    def member_state_dicts(self):
+        """One state_dict per member (CPU tensors)."""
+        return [{key: t.detach().cpu().clone() for key, t in m.state_dict().items()}
+                for m in self.members]
+
+
+# Records in build_pack's probe batch, and the largest difference (relative to the
+# largest magnitude, in float64) it accepts between a pack and its members: a pack's own
+# rounding is ~1e-16, a pack that runs another network is off by ~1e-1.
+_PROBE_RECORDS = 8
+_PROBE_RTOL = 1e-9
+# Verdict per (model class, its repr, probe record shape and dtype): "" when it packs,
+# else why not. One per architecture per process, so the probe runs (and logs) once.
+_VERDICTS = {}
+
+
+def build_pack(models, inputs, *, channels_last=True, fused=False, name=""):
+    """ModelPack(models) when a pack of their architecture behaves as the members do on a
+    probe of inputs' first records ((N, ...) tensor like those the pack will see), else
+    ModelList(models); the first fallback per architecture is logged with the reason.
+    name: the architecture as the user knows it (default: the class name)."""
+    model = models[0]
+    probe = inputs[:_PROBE_RECORDS].detach().cpu()
+    key = (type(model), repr(model), tuple(probe.shape[1:]), probe.dtype)
+    # the probe's RNG use (forked) must not interleave with a thread seeding its models
+    with _INIT_LOCK:
+        if key not in _VERDICTS:
+            _VERDICTS[key] = _why_not_packable(model, probe)
+            if _VERDICTS[key]:
+                logging.getLogger("mia").warning(
+                    "%s does not train in packs (%s); its models train one by one",
+                    name or type(model).__name__, _VERDICTS[key])
+        why = _VERDICTS[key]
+    if why:
+        return ModelList(models)
+    return ModelPack(models, channels_last=channels_last, fused=fused)
+
+
+def _why_not_packable(model, probe):
+    """Why a pack of the model would not give each member's own outputs and gradient
+    step on the probe records, in one line; "" when it would."""
+    missing = _ungrouped(model)
+    if missing:
+        return f"layers with no grouped form: {', '.join(missing)}"
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return _probe(model, probe)
+    except Exception as e:  # a pack that cannot be built or run is no pack
+        return f"the probe raised {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"
+
+
+def _probe(model, x):
+    """Compare a float64 pack of two members (model and a perturbed copy, each on its own
+    order of the probe records x) with the members themselves: outputs in train mode,
+    then one SGD step of lr 1 (the update is minus the gradient; batch norm statistics
+    move too), then outputs in eval mode. "" or what differs."""
+    x = x.double() if x.is_floating_point() else x
+    members = [copy.deepcopy(model).double() for _ in range(2)]
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # members that differ show a pack that mixes them up
+        for p in members[1].parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    pack = ModelPack(copy.deepcopy(members), channels_last=False)
+    before = [{k: t.detach().clone() for k, t in m.state_dict().items()} for m in members]
+    if set(pack.member_state_dicts()[0]) != set(before[0]):
+        return (f"its state_dict keys {sorted(before[0])} are not the pack's "
+                f"{sorted(pack.member_state_dicts()[0])}")
+    idx = torch.stack([torch.arange(len(x)), torch.arange(len(x)).flip(0)])
+    pack.train()
+    got, want = pack(x, idx), torch.stack([m.train()(x[i]) for m, i in zip(members, idx)])
+    if err := _difference(got, want):
+        return f"train-mode outputs differ from its forward by {err:.2g} (relative)"
+    weights = torch.randn(got.shape, generator=gen, dtype=got.dtype)
+    ((got * weights).sum() + (want * weights).sum()).backward()
+    with torch.no_grad():  # by hand: building an optimizer first imports torch._dynamo (s)
+        for p in [*pack.parameters(), *(p for m in members for p in m.parameters())]:
+            if p.grad is not None:
+                p.sub_(p.grad)
+    packed = pack.member_state_dicts()
+    for j, m in enumerate(members):
+        for k, t in m.state_dict().items():
+            # relative to the entry too: a bias before a batch norm has a zero gradient
+            if err := _difference(packed[j][k] - before[j][k], t - before[j][k], before[j][k]):
+                return f"a gradient step differs from its own in {k} by {err:.2g} (relative)"
+    pack.eval()
+    with torch.no_grad():
+        got, want = pack(x, idx), torch.stack([m.eval()(x[i]) for m, i in zip(members, idx)])
+    if err := _difference(got, want):
+        return f"eval-mode outputs differ from its forward by {err:.2g} (relative)"
+    return ""
+
+
+def _difference(got, want, also=None):
+    """0.0 when got matches want to _PROBE_RTOL of the largest magnitude in want (or in
+    `also`), else that relative difference (inf for another shape, nan where one is nan)."""
+    if got.shape != want.shape:
+        return float("inf")
+    if not want.numel():
+        return 0.0
+    got, want = got.detach().double(), want.detach().double()
+    scale = max(want.abs().max().item(), 0.0 if also is None else also.abs().max().item())
+    err = (got - want).abs().max().item() / (scale or 1.0)
+    return 0.0 if err <= _PROBE_RTOL else err

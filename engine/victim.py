@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from engine.classifier import accuracy, posteriors, train_classifiers
-from engine.pack import ModelPack
+from engine.pack import build_pack
 from utils.errors import RunError, UsageError
 from utils.fingerprint import differing_keys, fingerprint
 from utils.io import load_checkpoint, save_checkpoint
@@ -21,8 +21,9 @@ _SPLIT_KEYS = ("RNG_SEED", "VICTIM.TRAIN.SET_SIZE", "DATASET.VICTIM_POOL_SIZE",
 VICTIM_KEYS = ("DATASET", "VICTIM", "RNG_SEED", "SHADOW.TRAIN.DATA_PATH", "MIXED_PRECISION")
 
 
-def _load_victim(ckpt, path, node, device, fused):
-    """A one-member pack holding the checkpoint's weights; UsageError if they do not fit."""
+def _load_victim(ckpt, path, node, inputs, device, fused):
+    """A one-member pack holding the checkpoint's weights; UsageError if they do not fit.
+    inputs: (N, C, H, W) records it will see (engine.pack.build_pack probes a few)."""
     arch, num_classes = node.MODEL.ARCH, node.NUM_CLASSES
     if ckpt.get("arch") != arch or ckpt.get("num_classes") != num_classes:
         raise UsageError(f"VICTIM.CHECKPOINT: {path} holds a '{ckpt.get('arch')}' with "
@@ -34,8 +35,8 @@ def _load_victim(ckpt, path, node, device, fused):
     except (RuntimeError, KeyError, TypeError) as e:
         raise UsageError(f"VICTIM.CHECKPOINT: {path} does not fit '{arch}': "
                          f"{str(e).splitlines()[0]}") from None
-    return ModelPack([model], channels_last=device.type == "cuda",
-                     fused=fused and device.type == "cpu").to(device)
+    return build_pack([model], inputs, channels_last=device.type == "cuda",
+                      fused=fused and device.type == "cpu", name=arch).to(device)
 
 
 def run_victim(ctx, data):
@@ -54,7 +55,7 @@ def run_victim(ctx, data):
             diff = differing_keys(ckpt.get("fingerprint", {}), fp)
             raise UsageError(f"OUTPUT_DIR holds a victim made with other settings "
                              f"({'; '.join(diff[:3])}); use a new OUTPUT_DIR")
-        pack = _load_victim(ckpt, path, node, ctx.device, cfg.FUSED_CPU_KERNEL)
+        pack = _load_victim(ckpt, path, node, data.all_x, ctx.device, cfg.FUSED_CPU_KERNEL)
         ctx.log.info("victim loaded from %s", path)
         split_diff = [d for d in differing_keys(ckpt.get("fingerprint", fp), fp)
                       if d.split(":")[0] in _SPLIT_KEYS]

@@ -2,21 +2,56 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from attack_models import ATTACK_MODELS, build_attack_model
 from utils.errors import UsageError
 from victims import MODELS, build_model
 
 
+def _simplecnn(x, p):
+    for w, b in (p[0:2], p[2:4]):
+        x = torch.tanh(F.max_pool2d(F.conv2d(x, w, b), 2))
+    return F.linear(torch.tanh(F.linear(x.flatten(1), *p[4:6])), *p[6:8])
+
+
+def _pytorchcnn(x, p):
+    for w, b in (p[0:2], p[2:4]):
+        x = F.max_pool2d(F.relu(F.conv2d(x, w, b)), 2)
+    x = F.relu(F.linear(F.relu(F.linear(x.flatten(1), *p[4:6])), *p[6:8]))
+    return F.linear(x, *p[8:10])
+
+
+def _simplemlp(x, p):
+    return F.linear(torch.tanh(F.linear(x.flatten(1), *p[0:2])), *p[2:4])
+
+
+# Each registered architecture written out by hand from DESIGN.md, on its parameters in
+# registration order (p: weight, bias, weight, bias, ...): logits come out of a Linear.
+_BY_HAND = {"simplecnn": _simplecnn, "pytorchcnn": _pytorchcnn, "simplemlp": _simplemlp}
+
+
+def test_every_architecture_has_a_hand_written_forward():
+    assert set(_BY_HAND) == set(MODELS)
+
+
 @pytest.mark.parametrize("arch", sorted(MODELS))
 @pytest.mark.parametrize("classes,channels,size", [(10, 3, 32), (7, 1, 28)])
 def test_classifier_outputs_logits(arch, classes, channels, size):
+    torch.manual_seed(0)
     model = build_model(arch, classes, channels, size).eval()
+    x = torch.randn(64, channels, size, size) * 3
     with torch.no_grad():
-        out = model(torch.randn(5, channels, size, size) * 3)
-    assert out.shape == (5, classes)
-    assert not torch.allclose(out.sum(1), torch.ones(5))  # no softmax inside
-    assert (out < 0).any()  # no ReLU on the logits
+        out = model(x)
+        want = _BY_HAND[arch](x, list(model.parameters()))
+    assert out.shape == (64, classes)
+    # the same network to float rounding: a ReLU, sigmoid or softmax after the last
+    # Linear (or any other change) would be off by far more
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
+    # and, whatever the architecture, no probabilities: almost every row has a negative
+    # entry (0 of 64 would after a ReLU, sigmoid or softmax) and rows do not sum to 1
+    assert (out < 0).any(1).float().mean() > 0.9
+    assert not torch.allclose(out.sum(1), torch.ones(64), atol=1e-3)
 
 
 def test_simplecnn_matches_shokri_shape():
