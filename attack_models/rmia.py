@@ -8,8 +8,9 @@ import numpy as np
 
 
 def _marginal(ref_p, ref_member, a):
-    """Offline Pr(x): mean over reference models that did not train on x, scaled by the
-    paper's linear approximation of the "in" models: ((1 + a) Pr_out + (1 - a)) / 2."""
+    """Offline Pr(x): mean over reference models that did not train on x (over all of them
+    where every one did), scaled by the paper's linear approximation of the "in" models:
+    ((1 + a) Pr_out + (1 - a)) / 2."""
     out = ~np.asarray(ref_member, bool)
     count = out.sum(0)
     p_out = (np.asarray(ref_p, np.float64) * out).sum(0) / np.maximum(count, 1)

@@ -239,6 +239,9 @@ def assert_cfg(cfg):
            "a number > 0")
     _check(cfg.ATTACKER.TEST.ROUTING in _ROUTINGS, "ATTACKER.TEST.ROUTING",
            cfg.ATTACKER.TEST.ROUTING, ", ".join(_ROUTINGS))
+    # argmax routing scores the predicted class, which is always "correct"
+    _check(not ("correctness" in methods and cfg.ATTACKER.TEST.ROUTING == "argmax"),
+           "ATTACKER.TEST.ROUTING", "argmax", "label while ATTACKER.METHODS has correctness")
     _check(bool(_DEVICE_RE.match(cfg.DEVICE)), "DEVICE", cfg.DEVICE, "auto, cpu, cuda, cuda:N")
     _check(not (cfg.USE_GPU == 0 and cfg.DEVICE.startswith("cuda")), "DEVICE", cfg.DEVICE,
            "cpu or auto while USE_GPU is 0")

@@ -65,16 +65,23 @@ def _shokri(ctx, ev, v):
 
 def _threshold_method(signal):
     """Song & Mittal 2021: the signal minus its class's threshold, fitted on the shadows'
-    members and non-members of that class; a member when >= 0."""
+    members and non-members of that class; a member when >= 0. The class is the route:
+    with ATTACKER.TEST.ROUTING argmax the signal takes the predicted class as the label,
+    and the shadows' records are grouped by the shadow's predicted class."""
 
     def method(ctx, ev, v):
-        thresholds = {}
-        for k in ctx.cfg.ATTACKER.TEST.LABELS:
-            entry = ev.attack_data.store[k]
-            s = signal(entry["data"], np.full(len(entry["labels"]), k))
-            thresholds[k] = fit_threshold(s[entry["labels"] == 1], s[entry["labels"] == 0])
+        store = ev.attack_data.store
+        probs = np.concatenate([e["data"] for e in store.values()])
+        member = np.concatenate([e["labels"] for e in store.values()]) == 1
+        if ctx.cfg.ATTACKER.TEST.ROUTING == "argmax":
+            routes = probs.argmax(1)
+        else:
+            routes = np.concatenate([np.full(len(e["labels"]), k) for k, e in store.items()])
+        s = signal(probs, routes)
+        thresholds = {k: fit_threshold(s[(routes == k) & member], s[(routes == k) & ~member])
+                      for k in ctx.cfg.ATTACKER.TEST.LABELS if (routes == k).any()}
         offset = np.array([thresholds.get(int(k), np.nan) for k in v.routes])
-        return signal(v.probs, v.labels) - offset, 0.0
+        return signal(v.probs, v.routes) - offset, 0.0
 
     return method
 

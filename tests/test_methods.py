@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from scipy.stats import norm
 
 from attack_models.lira import lira_scores
 from attack_models.rmia import rmia_scores
@@ -137,6 +138,70 @@ def test_lira_separable_and_identical():
                - 0.5) < 0.1
 
 
+def _lira_reference(phi, ref_phi, member, online, fixed):
+    """LiRA target by target with scipy: each side's Gaussian from that target's models;
+    no model: the mean of all the side's values; fewer than 2 (or fixed): the within-target
+    std pooled over the targets with at least 2 models on that side."""
+    n = len(phi)
+    side = {}
+    for is_in in (True, False):
+        groups = [ref_phi[member[:, j] == is_in, j] for j in range(n)]
+        full = [g for g in groups if len(g) >= 2]
+        pooled_sd = np.sqrt(sum(((g - g.mean()) ** 2).sum() for g in full)
+                            / sum(len(g) for g in full))
+        everything = np.concatenate(groups).mean()
+        side[is_in] = [(g.mean() if len(g) else everything,
+                        g.std() if len(g) >= 2 and not fixed else pooled_sd) for g in groups]
+    out = []
+    for j in range(n):
+        (m_in, s_in), (m_out, s_out) = side[True][j], side[False][j]
+        if online:
+            out.append(norm.logpdf(phi[j], m_in, s_in) - norm.logpdf(phi[j], m_out, s_out))
+        else:
+            out.append(norm.logcdf(phi[j], m_out, s_out))
+    return np.array(out)
+
+
+def _per_target_world(S=6, n=40):
+    """Targets with their own "in" and "out" Gaussians (different means and spreads), each
+    model trained on a random subset; targets 0-3 have 0 or 1 model on one side."""
+    mu_out = RNG.normal(0, 3, n)
+    mu_in = mu_out + RNG.uniform(0.5, 4, n)
+    sd_out, sd_in = RNG.uniform(0.3, 2, (2, n))
+    member = RNG.random((S, n)) < 0.5
+    member[:, 0] = False  # no "in" model
+    member[:, 1] = np.arange(S) == 2  # one "in" model
+    member[:, 2] = True  # no "out" model
+    member[:, 3] = np.arange(S) != 4  # one "out" model
+    member[:2, 4:] = [[True], [False]]  # every other target: at least one model per side
+    ref_phi = np.where(member, RNG.normal(mu_in, sd_in, (S, n)), RNG.normal(mu_out, sd_out, (S, n)))
+    phi = np.where(RNG.random(n) < 0.5, RNG.normal(mu_in, sd_in), RNG.normal(mu_out, sd_out))
+    return phi, ref_phi, member
+
+
+@pytest.mark.parametrize("online", [True, False], ids=["online", "offline"])
+@pytest.mark.parametrize("fixed", [False, True], ids=["per_target", "fixed"])
+def test_lira_matches_per_target_gaussians(online, fixed):
+    phi, ref_phi, member = _per_target_world()
+    np.testing.assert_allclose(lira_scores(phi, ref_phi, member, online, fixed),
+                               _lira_reference(phi, ref_phi, member, online, fixed),
+                               rtol=1e-9, atol=1e-9)
+
+
+def test_lira_targets_with_fewer_than_two_models_on_a_side_use_the_global_std():
+    # columns: targets with 1 "in" + 3 "out", 0 + 4, 4 + 0, 2 + 2 and 3 + 1 models
+    member = np.array([[1, 0, 1, 1, 1], [0, 0, 1, 1, 1], [0, 0, 1, 0, 1], [0, 0, 1, 0, 0]], bool)
+    ref_phi = np.array([[3.0, -1.0, 6.0, 4.0, 2.0], [0.0, 0.0, 5.0, 2.0, 3.0],
+                        [1.0, 1.0, 7.0, -1.0, 4.0], [-1.0, 2.0, 6.0, 0.5, 0.0]])
+    phi = np.full(5, 2.0)
+    for online in (True, False):
+        for fixed in (False, True):
+            got = lira_scores(phi, ref_phi, member, online, fixed)
+            np.testing.assert_allclose(got, _lira_reference(phi, ref_phi, member, online, fixed),
+                                       rtol=1e-9, atol=1e-9)
+            assert np.abs(got).max() < 20  # a std of 1e-3 would give scores of 1e5 and more
+
+
 def test_rmia_separable_and_identical():
     S, n, m = 16, 400, 300
     truth = np.r_[np.ones(n // 2, bool), np.zeros(n // 2, bool)]
@@ -149,6 +214,69 @@ def test_rmia_separable_and_identical():
     flat = rmia_scores(RNG.uniform(0.05, 0.3, n), ref_p, member, RNG.uniform(0.05, 0.3, m),
                        RNG.uniform(0.05, 0.3, (S, m)), a=0.3, gamma=1.0)
     assert abs(auc_score(truth, flat) - 0.5) < 0.1
+
+
+@pytest.mark.parametrize("a, gamma", [(0.3, 1.0), (0.7, 2.0), (1.0, 0.5)])
+def test_rmia_matches_an_explicit_double_loop(a, gamma):
+    S, n, m = 5, 30, 40
+    member = RNG.random((S, n)) < 0.5
+    member[:, 0] = True  # no "out" model: Pr(x) from the mean of all models
+    ref_p = RNG.uniform(0.01, 1, (S, n)) * RNG.uniform(0.2, 1, n)  # own level per target
+    p_target, p_pop = RNG.uniform(0.01, 1, n), RNG.uniform(0.01, 1, m)
+    ref_p_pop = RNG.uniform(0.01, 1, (S, m))
+    want = np.zeros(n)
+    for i in range(n):
+        p_out = ref_p[~member[:, i], i] if (~member[:, i]).any() else ref_p[:, i]
+        lr_x = p_target[i] / (0.5 * ((1 + a) * p_out.mean() + (1 - a)))
+        for j in range(m):
+            lr_z = p_pop[j] / (0.5 * ((1 + a) * ref_p_pop[:, j].mean() + (1 - a)))
+            want[i] += lr_x / lr_z >= gamma
+    want /= m
+    got = rmia_scores(p_target, ref_p, member, p_pop, ref_p_pop, a=a, gamma=gamma)
+    np.testing.assert_array_equal(got, want)
+    assert 0 < want.mean() < 1  # neither every z nor none dominated
+
+
+@pytest.mark.parametrize("routing", ["label", "argmax"])
+@pytest.mark.parametrize("name", ["loss", "confidence", "modified_entropy"])
+def test_threshold_methods_score_the_routed_class(routing, name):
+    """Signal of the routed class minus the threshold fitted on the shadows' records of that
+    class: grouped by true class (label) or by the shadow's top class (argmax)."""
+    ctx = _ctx()
+    ctx.cfg.defrost()
+    ctx.cfg.ATTACKER.TEST.ROUTING = routing
+    data, ref, victim, member, n = _world(True)
+    if routing == "argmax":  # non-members put their mass on other classes
+        victim.routes = victim.probs.argmax(1)
+        assert (victim.routes != victim.labels).mean() > 0.3
+    ev = Evidence(attack_data=data, reference=ref, shokri_models=None, num_targets=n,
+                  num_pool=n)
+    signal = SIGNALS[name]
+    probs, is_in, group = [], [], []
+    for k, e in data.store.items():
+        for row, label in zip(e["data"], e["labels"]):
+            probs.append(row)
+            is_in.append(label == 1)
+            group.append(row.argmax() if routing == "argmax" else k)
+    probs, is_in, group = np.array(probs), np.array(is_in), np.array(group)
+    want = np.full(n, np.nan)
+    for i in range(n):
+        k = victim.routes[i]
+        s = signal(probs[group == k], np.full((group == k).sum(), k))
+        t = fit_threshold(s[is_in[group == k]], s[~is_in[group == k]])
+        want[i] = signal(victim.probs[i:i + 1], np.array([k]))[0] - t
+    scores, threshold = METHODS[name](ctx, ev, victim)
+    np.testing.assert_allclose(scores, want, rtol=1e-12, equal_nan=True)
+    assert auc_score(member, scores) > 0.97 and threshold == 0.0
+
+
+def test_correctness_with_argmax_routing_is_refused():
+    # the predicted class is always "correct": the signal would be 1 for every record
+    with pytest.raises(UsageError, match="ATTACKER.TEST.ROUTING: bad value 'argmax'; allowed: "
+                                         "label while ATTACKER.METHODS has correctness"):
+        build_cfg("", ["ATTACKER.METHODS", "['loss', 'correctness']",
+                       "ATTACKER.TEST.ROUTING", "argmax"])
+    build_cfg("", ["ATTACKER.METHODS", "['loss']", "ATTACKER.TEST.ROUTING", "argmax"])
 
 
 def test_bootstrap_interval_covers_the_estimate_and_narrows_with_data():
