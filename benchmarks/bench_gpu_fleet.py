@@ -17,7 +17,7 @@ import torch
 from engine.data import normalised_images
 from engine.optim import CRITERIA
 from engine.pack import ModelPack
-from engine.trainer import CudaGraphStep, fit, seeded_models
+from engine.trainer import GraphSteps, fit, seeded_models
 from victims import MODELS
 
 
@@ -30,10 +30,12 @@ def images(n, device):
 
 def fleet(data, shadows, per_pack, records, epochs, batch, amp, channels_last=True,
           graphs=True):
-    """Seconds to train the fleet on data (images, labels), pack after pack (graphs: each
-    step a CUDA graph replay, as the engine does with CUDA_GRAPHS True)."""
+    """(seconds to train the fleet on data (images, labels), pack after pack; whether its
+    steps were CUDA graph replays). graphs: capture them, as the engine does with
+    CUDA_GRAPHS True; after a failed capture the packs train eagerly, as in the engine."""
     x, y = data
     device, pool = x.device, len(x)
+    step_graph = GraphSteps() if graphs else None
     sync(device)
     start = time.perf_counter()
     for first in range(0, shadows, per_pack):
@@ -44,9 +46,9 @@ def fleet(data, shadows, per_pack, records, epochs, batch, amp, channels_last=Tr
         opt = torch.optim.Adam(pack.parameters(), 1e-3, fused=True)
         fit(pack, x, y, idx, epochs=epochs, batch_size=batch, optimizer=opt,
             criterion=CRITERIA["classifier"]["ce"], seeds=seeds,
-            desc=f"pack {first}", amp=amp, step_graph=CudaGraphStep if graphs else None)
+            desc=f"pack {first}", amp=amp, step_graph=step_graph)
     sync(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, graphs and not step_graph.failed
 
 
 def sync(device):
@@ -79,8 +81,8 @@ def main(argv=None):
     settings += [(args.packs[0], True, True, cuda), (args.packs[0], False, False, cuda)]
     results = []
     for per_pack, amp, channels_last, graphs in settings:
-        s = fleet(data, args.shadows, per_pack, args.records, args.probe_epochs, args.batch,
-                  amp, channels_last, graphs)
+        s, graphs = fleet(data, args.shadows, per_pack, args.records, args.probe_epochs,
+                          args.batch, amp, channels_last, graphs)
         rate = args.shadows * args.records * args.probe_epochs / s
         steps = -(-args.shadows // per_pack) * args.probe_epochs * -(-args.records // args.batch)
         print(f"probe: {per_pack} per pack, bf16 autocast {amp}, channels_last "
@@ -93,8 +95,8 @@ def main(argv=None):
     if projected > args.max_seconds:  # keep the check inside the device lease
         epochs = max(1, int(epochs * args.max_seconds / projected))
         print(f"projected {projected:.0f} s for {args.epochs} epochs: measuring {epochs}")
-    s = fleet(data, args.shadows, per_pack, args.records, epochs, args.batch, amp,
-              channels_last, graphs)
+    s, graphs = fleet(data, args.shadows, per_pack, args.records, epochs, args.batch, amp,
+                      channels_last, graphs)
     total = args.shadows * args.records * epochs
     print(f"fleet: {args.shadows} shadows x {args.records} records x {epochs} epochs "
           f"({per_pack} per pack, bf16 {amp}, channels_last {channels_last}, CUDA graphs "

@@ -1,6 +1,7 @@
 """Speed benchmark (issue 3): shadow training throughput against the original toolkit's
 way of feeding data, the machine's FLOP limit, attack-model training, and per-stage
-seconds and peak memory of whole runs. All figures come from one run on one machine.
+seconds and peak memory (each run's own largest resident set) of whole runs. All figures
+come from one run on one machine.
 
     python -m benchmarks.bench_speed --root ../shared/data [--runs quick default]
 
@@ -18,7 +19,6 @@ machine is shared and noisy; the ratios come from one run).
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -143,22 +143,48 @@ def attack_training(one_by_one):
     return time.perf_counter() - start
 
 
+# Run in a child: the script argv[2] with its arguments, then the child's own peak
+# resident set into the file argv[1]: VmHWM, the high-water mark of its memory map (its
+# threads included), in KiB. Neither ru_maxrss gives it: RUSAGE_CHILDREN here is the
+# largest child reaped so far (a DataLoader worker of original_feeding, an earlier run),
+# and a child's RUSAGE_SELF starts from this process's peak, carried over the fork and
+# exec that started it.
+_OWN_PEAK = """
+import runpy, sys
+peak_file, sys.argv = sys.argv[1], sys.argv[2:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+finally:
+    with open("/proc/self/status") as status, open(peak_file, "w") as f:
+        f.write(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+"""
+
+
+def run_with_peak(args):
+    """Run `python SCRIPT ARG...` (args: [SCRIPT, ARG...]) quietly; return its own peak
+    resident memory in GiB (Linux: read from /proc)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        peak_file = os.path.join(tmp, "peak_kib")
+        subprocess.run([sys.executable, "-c", _OWN_PEAK, peak_file, *args], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(peak_file) as f:
+            return int(f.read()) / 2**20
+
+
 def whole_run(root, preset):
-    """(metrics.json timing, peak RSS in GiB of the largest child so far, AUC) of
-    `python run_attack.py` with a preset ("default": defaults.py); a "+bf16" suffix adds
-    MIXED_PRECISION True."""
+    """(metrics.json timing, the run's own peak RSS in GiB, AUC) of `python run_attack.py`
+    with a preset ("default": defaults.py); a "+bf16" suffix adds MIXED_PRECISION True."""
     preset, bf16 = preset.removesuffix("+bf16"), preset.endswith("+bf16")
     with tempfile.TemporaryDirectory() as out:
-        args = [sys.executable, "run_attack.py", "DATASET.ROOT", root, "OUTPUT_DIR", out]
+        args = ["run_attack.py", "DATASET.ROOT", root, "OUTPUT_DIR", out]
         if preset != "default":
-            args[2:2] = ["--cfg", f"configs/{preset}.yaml"]
+            args[1:1] = ["--cfg", f"configs/{preset}.yaml"]
         if bf16:
             args += ["MIXED_PRECISION", "True"]
-        subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        peak = run_with_peak(args)
         with open(os.path.join(out, "metrics.json")) as f:
             m = json.load(f)
-    return m["timing"], peak / 2**20, m["overall"]["auc"]  # ru_maxrss is in KiB
+    return m["timing"], peak, m["overall"]["auc"]
 
 
 def main(argv=None):
@@ -214,7 +240,7 @@ def main(argv=None):
         with_report = share + timing.get("report", 0) / timing["total"]
         print(f"run '{preset}': total {timing['total']:.1f} s ({stages}); attack+evaluate "
               f"{share:.1%} of total ({with_report:.1%} with the report); "
-              f"peak memory {peak:.2f} GB; AUC {auc:.3f}")
+              f"peak memory {peak:.2f} GiB; AUC {auc:.3f}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from engine.trainer import reset_step_graphs
 from utils.distributed import DistInfo, setup_distributed
 from utils.errors import UsageError
 from utils.io import save_text
@@ -60,6 +61,7 @@ def setup_run(cfg, derived):
     if device.type == "cuda" and dist.world_size > 1:
         device = torch.device("cuda", dist.local_rank)
     setup_threads(cfg.NUM_THREADS)
+    reset_step_graphs()  # a capture that failed in an earlier run of this process is retried
     if not dist.is_main:
         log = setup_logger(None, prefix=f"[rank {dist.rank}] ")
         return RunContext(cfg=cfg, device=device, out_dir=out_dir, log=log, tsv=NullTsv(),

@@ -46,12 +46,14 @@ class CudaGraphStep:
     A replay runs exactly the captured kernels on the same memory: the step's record
     indices are copied into the captured index tensor, and the parameters, gradients,
     optimizer state and loss total are updated in place, as the eager step does.
-    Where the capture fails, the reason is logged once and the step runs eagerly."""
+    Where the capture fails, on_failure(error) is called (default: log a warning) and the
+    step runs eagerly from then on."""
 
     WARMUP = 3
 
-    def __init__(self, step, optimizer):
+    def __init__(self, step, optimizer, on_failure=None):
         self.step, self.optimizer = step, optimizer
+        self.on_failure = on_failure or _warn_capture_failed
         self.warmup, self.graph, self.static_idx, self.failed = self.WARMUP, None, None, False
 
     def __call__(self, idx):
@@ -68,9 +70,7 @@ class CudaGraphStep:
                 self.graph = self._capture(lambda: self.step(static))
             except RuntimeError as e:
                 self.failed = True
-                logging.getLogger("mia").warning(
-                    "CUDA graph capture failed (%s); training runs without graphs (set "
-                    "CUDA_GRAPHS False to skip the attempt)", str(e).strip().splitlines()[0][:200])
+                self.on_failure(e)
                 return self.step(idx)
         self.graph.replay()
 
@@ -102,10 +102,50 @@ class CudaGraphStep:
         return graph
 
 
+def _warn_capture_failed(error):
+    logging.getLogger("mia").warning(
+        "CUDA graph capture failed (%s); training runs without graphs (set CUDA_GRAPHS False "
+        "to skip the attempt)", str(error).strip().splitlines()[0][:200])
+
+
+class GraphSteps:
+    """The step_graph of every fit on one device: each fit's step becomes a `step_cls`
+    (CudaGraphStep) until a capture fails; from then on fits (the victim, every shadow
+    pack, the attack models) train eagerly without trying again, and the failure is
+    logged once, whichever of the worker threads met it first."""
+
+    def __init__(self, step_cls=CudaGraphStep):
+        self.step_cls, self.failed = step_cls, False
+        self._lock = threading.Lock()
+
+    def __call__(self, step, optimizer):
+        return step if self.failed else self.step_cls(step, optimizer, self._on_failure)
+
+    def _on_failure(self, error):
+        with self._lock:
+            first, self.failed = not self.failed, True
+        if first:
+            _warn_capture_failed(error)
+
+
+# device -> GraphSteps of the current run; setup_run empties it, so a new run tries again
+_GRAPH_STEPS = {}
+_GRAPH_STEPS_LOCK = threading.Lock()
+
+
 def cuda_step_graph(enabled, device):
-    """The step_graph for fit: CudaGraphStep when `enabled` (CUDA_GRAPHS) and the device
-    is CUDA, else None."""
-    return CudaGraphStep if enabled and device.type == "cuda" else None
+    """The step_graph for fit: the run's GraphSteps of `device` when `enabled`
+    (CUDA_GRAPHS) and the device is CUDA, else None."""
+    if not enabled or device.type != "cuda":
+        return None
+    with _GRAPH_STEPS_LOCK:
+        return _GRAPH_STEPS.setdefault(str(device), GraphSteps())
+
+
+def reset_step_graphs():
+    """Forget the previous run's capture failures (called when a run starts)."""
+    with _GRAPH_STEPS_LOCK:
+        _GRAPH_STEPS.clear()
 
 
 def graph_safe(optimizer):
@@ -124,9 +164,9 @@ def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, optimizer, crit
     every epoch. Raises RunError when a loss turns NaN or infinite, and Interrupted when
     the threading.Event `stop` is set (checked every step). amp: bf16 autocast of the
     forward pass (CUDA, or CPU with AVX512-BF16/AMX; the loss and the weights stay float32).
-    step_graph: CudaGraphStep (or a class like it) to run the full-size steps as a
-    captured graph, used when the optimizer is graph_safe; the last, shorter batch of an
-    epoch runs eagerly.
+    step_graph: a callable (step, optimizer) -> step, CudaGraphStep or the run's GraphSteps,
+    to run the full-size steps as a captured graph, used when the optimizer is graph_safe;
+    the last, shorter batch of an epoch runs eagerly.
     """
     k, n = train_idx.shape
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]

@@ -1,14 +1,86 @@
-"""The GPU fleet benchmark runs end to end (on CPU, a few records), so a device session
-is not spent finding a broken script."""
+"""The benchmarks run end to end on CPU (a few records) and print figures that add up, so
+a device session is not spent finding a broken script, and a README figure is what it
+says."""
+
+import math
+import re
+import subprocess
+
+import pytest
+import torch
 
 from benchmarks import bench_gpu_fleet
+from benchmarks.bench_speed import run_with_peak
+
+_BOOL = r"(True|False)"
+_PROBE = re.compile(rf"probe: (\d+) per pack, bf16 autocast {_BOOL}, channels_last {_BOOL}, "
+                    rf"CUDA graphs {_BOOL}: ([\d,]+) img/s, ([\d.]+) ms per step")
+_FLEET = re.compile(rf"fleet: (\d+) shadows x (\d+) records x (\d+) epochs \((\d+) per pack, "
+                    rf"bf16 {_BOOL}, channels_last {_BOOL}, CUDA graphs {_BOOL}, "
+                    rf"cudnn.benchmark True\): ([\d.]+) s, ([\d,]+) img/s, ([\d.]+) s for "
+                    rf"(\d+) epochs")
+
+
+def _number(text):
+    value = float(text.replace(",", ""))
+    assert math.isfinite(value) and value > 0, text
+    return value
+
+
+def _same_time(seconds, seconds_step, images, rate):
+    """seconds (printed to seconds_step) and rate (printed to whole img/s) of the same
+    images come from one time measurement, up to their rounding."""
+    low = images / (rate + 0.5) - seconds_step / 2
+    high = images / (rate - 0.5) + seconds_step / 2
+    return low * (1 - 1e-9) <= seconds <= high * (1 + 1e-9)
 
 
 def test_gpu_fleet_benchmark_smoke_run_on_cpu(capsys):
-    bench_gpu_fleet.main(["--device", "cpu", "--shadows", "4", "--records", "96", "--packs", "2",
-                          "--probe-epochs", "1", "--epochs", "2", "--batch", "32"])
+    shadows, records, per_pack, epochs, batch = 3, 80, 2, 2, 32  # a partial pack and batch
+    bench_gpu_fleet.main(["--device", "cpu", "--shadows", str(shadows), "--records",
+                          str(records), "--packs", str(per_pack), "--probe-epochs", "1",
+                          "--epochs", str(epochs), "--batch", str(batch)])
     out = capsys.readouterr().out.splitlines()
-    probes = [line for line in out if line.startswith("probe: 2 per pack")]
-    assert len(probes) == 3 and all("img/s" in line for line in probes)
-    fleet = [line for line in out if line.startswith("fleet: 4 shadows x 96 records x 2 epochs")]
-    assert len(fleet) == 1 and "s for 2 epochs" in fleet[0]
+    assert out[0].startswith("cpu ")
+    probes = [_PROBE.fullmatch(line) for line in out if line.startswith("probe:")]
+    assert all(probes)
+    settings = [(int(m[1]), m[2], m[3], m[4]) for m in probes]
+    # on CPU: no CUDA graphs; fp32 channels_last, then bf16, then without channels_last
+    assert settings == [(per_pack, "False", "True", "False"), (per_pack, "True", "True", "False"),
+                        (per_pack, "False", "False", "False")]
+    steps = math.ceil(shadows / per_pack) * math.ceil(records / batch)  # one probe epoch
+    rates = []
+    for m in probes:
+        rate, ms = _number(m[5]), _number(m[6])
+        # both figures come from the same seconds: images / rate = steps x ms per step
+        assert _same_time(steps * ms / 1000, steps * 0.01 / 1000, shadows * records, rate)
+        rates.append(rate)
+    fleet = [_FLEET.fullmatch(line) for line in out if line.startswith("fleet:")]
+    assert len(fleet) == 1 and fleet[0]
+    f = fleet[0]
+    assert (int(f[1]), int(f[2]), int(f[3]), int(f[11])) == (shadows, records, epochs, epochs)
+    # the fleet trains with the fastest probe's setting
+    best = [s for s, r in zip(settings, rates) if r == max(rates)]
+    assert (int(f[4]), f[5], f[6], f[7]) in best
+    seconds, rate, scaled = _number(f[8]), _number(f[9]), _number(f[10])
+    assert _same_time(seconds, 0.1, shadows * records * epochs, rate)
+    assert scaled == seconds  # every epoch measured, nothing scaled
+
+
+def test_run_peak_is_the_runs_own(tmp_path):
+    # ru_maxrss would report more than 0.5 GiB for the small script: the larger, earlier
+    # child (RUSAGE_CHILDREN), or this process, torch loaded, that started it (RUSAGE_SELF)
+    torch.ones(2**27)  # this process: at least 0.5 GiB at its peak
+    big, small = tmp_path / "big.py", tmp_path / "small.py"
+    big.write_text("block = bytearray(b'x') * (400 << 20)\n")
+    small.write_text("import sys\nblock = bytearray(b'x') * (40 << 20)\nsys.exit(0)\n")
+    big_peak = run_with_peak([str(big)])
+    small_peak = run_with_peak([str(small)])
+    assert 400 / 1024 < big_peak < 500 / 1024 and 40 / 1024 < small_peak < 100 / 1024
+
+
+def test_run_peak_fails_with_its_run(tmp_path):
+    script = tmp_path / "fail.py"
+    script.write_text("import sys\nsys.exit(2)\n")
+    with pytest.raises(subprocess.CalledProcessError):
+        run_with_peak([str(script)])

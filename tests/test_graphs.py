@@ -4,7 +4,8 @@ On CPU the graph is emulated: the capture records the step without running it an
 replay runs it again on the captured index tensor, as a CUDA graph replays its kernels on
 the captured memory. That checks what the toolkit adds around torch.cuda.graph (warm-up
 steps, which steps replay, the index copy, the loss total, the last shorter batch, the
-optimizer flag, the fallback); the real capture runs where CUDA is present.
+optimizer flag, the fallback and that a run tries it once); the real capture runs where
+CUDA is present.
 """
 
 from types import SimpleNamespace
@@ -12,9 +13,18 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from configs.config import build_cfg
 from engine.optim import CRITERIA
 from engine.pack import ModelPack
-from engine.trainer import CudaGraphStep, cuda_step_graph, fit, seeded_models
+from engine.setup import setup_run
+from engine.trainer import (
+    CudaGraphStep,
+    GraphSteps,
+    cuda_step_graph,
+    fit,
+    reset_step_graphs,
+    seeded_models,
+)
 from victims import MODELS
 
 SEEDS = [3, 4]
@@ -38,7 +48,14 @@ class Emulated(CudaGraphStep):
 
 
 class Failing(Emulated):
+    built = attempts = 0
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        type(self).built += 1
+
     def _record(self, fn):
+        type(self).attempts += 1
         raise RuntimeError("operation not permitted when stream is capturing")
 
 
@@ -46,6 +63,9 @@ class Failing(Emulated):
 def counters():
     Emulated.captures = Emulated.replays = 0
     Emulated.flags_at_capture = None
+    Failing.built = Failing.attempts = 0
+    yield
+    reset_step_graphs()
 
 
 def _data(device="cpu"):
@@ -112,6 +132,31 @@ def test_failed_capture_falls_back_to_eager_steps(mia_warnings):
     assert torch.equal(eager_loss, fallback_loss)
 
 
+def test_a_failed_capture_is_not_retried_by_later_fits(mia_warnings):
+    # a run's fits (victim, each shadow pack, attack models) share one GraphSteps
+    eager, eager_loss, _ = _train(None)
+    steps = GraphSteps(Failing)
+    for _ in range(2):
+        fallback, fallback_loss, _ = _train(steps)
+        _assert_same(eager, fallback)
+        assert torch.equal(eager_loss, fallback_loss)
+    # the second fit neither warmed up nor captured: it got the plain step
+    assert (Failing.built, Failing.attempts) == (1, 1)
+    assert len([m for m in mia_warnings if "CUDA graph capture failed" in m]) == 1
+
+
+def test_step_graphs_last_one_run_per_device(tmp_path):
+    cuda = torch.device("cuda")
+    steps = cuda_step_graph(True, cuda)
+    assert isinstance(steps, GraphSteps) and steps.step_cls is CudaGraphStep
+    assert cuda_step_graph(True, cuda) is steps
+    assert cuda_step_graph(True, torch.device("cuda:1")) is not steps
+    steps.failed = True
+    cfg, _ = build_cfg("", ["OUTPUT_DIR", str(tmp_path), "DEVICE", "cpu"])
+    setup_run(cfg, ())  # a new run tries the capture again
+    assert not cuda_step_graph(True, cuda).failed
+
+
 def test_only_fused_optimizers_are_captured():
     _train(Emulated, fused=False)
     assert Emulated.captures == 0 and Emulated.replays == 0
@@ -120,7 +165,7 @@ def test_only_fused_optimizers_are_captured():
 def test_graphs_only_on_cuda():
     assert cuda_step_graph(True, torch.device("cpu")) is None
     assert cuda_step_graph(False, torch.device("cuda")) is None
-    assert cuda_step_graph(True, torch.device("cuda")) is CudaGraphStep
+    assert isinstance(cuda_step_graph(True, torch.device("cuda")), GraphSteps)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -28,10 +28,10 @@ def auc_score(labels, scores):
     return float(np.trapezoid(tpr, fpr))
 
 
-def tpr_at_fpr(labels, scores, target):
-    """Largest TPR among thresholds whose FPR is at most `target`."""
+def tpr_at_fpr(labels, scores, targets=FPR_TARGETS):
+    """{str(target): largest TPR among thresholds whose FPR is at most target}, per target."""
     fpr, tpr = roc_curve(labels, scores)
-    return float(tpr[fpr <= target].max())
+    return {str(t): float(tpr[fpr <= t].max()) for t in targets}
 
 
 def membership_metrics(labels, scores, threshold):
@@ -52,7 +52,7 @@ def membership_metrics(labels, scores, threshold):
         "precision": precision, "recall": recall, "f1": f1,
         "auc": auc_score(labels, scores),
         "advantage": float((tpr - fpr).max()),
-        "tpr_at_fpr": {str(t): float(tpr[fpr <= t].max()) for t in FPR_TARGETS},
+        "tpr_at_fpr": tpr_at_fpr(labels, scores),
     }
 
 
