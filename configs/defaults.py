@@ -129,6 +129,9 @@ _C.ATTACKER.MODEL = CN()
 _C.ATTACKER.MODEL.ARCH = "fcnet"
 # Hidden layer widths of fcnet (Linear, BatchNorm1d, ReLU each), then Linear to 1.
 _C.ATTACKER.MODEL.LAYER_DIMS = [64, 32, 16, 8]
+# Scaling of the posteriors before the first layer; allowed: none (as they are, the
+# original's), log (log posteriors floored at 1e-30: tells 1 - 1e-3 from 1 - 1e-6).
+_C.ATTACKER.MODEL.INPUT_SCALING = "none"
 _C.ATTACKER.OPTIMIZER = CN()
 # Optimizer name, learning rate, weight decay, Adam betas, SGD momentum.
 _C.ATTACKER.OPTIMIZER.NAME = "adam"
@@ -149,6 +152,9 @@ _C.ATTACKER.TRAIN.DATASET = "cifar10"
 # Epochs and mini-batch size of each attack model.
 _C.ATTACKER.TRAIN.NUM_EPOCHS = 5
 _C.ATTACKER.TRAIN.BATCH_SIZE = 64
+# Shadows (the last ones) whose records are held out to pick, per class, the epoch with
+# the lowest validation loss; 0: train on every shadow, keep the last epoch (original).
+_C.ATTACKER.TRAIN.VAL_SHADOWS = 0
 # Folder for the attack data and attack models; empty: OUTPUT_DIR/attacker_files.
 _C.ATTACKER.TRAIN.CHECKPOINT_DIR = ""
 _C.ATTACKER.TEST = CN()
