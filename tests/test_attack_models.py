@@ -56,7 +56,7 @@ def test_log_scaled_models_train_on_log_posteriors_and_score_raw_ones(monkeypatc
     fit = engine.attack.fit
     monkeypatch.setattr(engine.attack, "fit", lambda pack, x, y, idx, **kw: (
         seen.append(x.clone()), fit(pack, x, y, idx, **kw))[1])
-    ctx = _ctx("ATTACKER.MODEL.INPUT_SCALING", "log")
+    ctx = _ctx("ATTACKER.MODEL.INPUT_SCALING", "log", "ATTACKER.TRAIN.VAL_SHADOWS", "0")
     state = train_attack_models(ctx, data)[0]
     raw = np.concatenate([data.store[k]["data"] for k in range(C)])
     assert torch.equal(seen[0], torch.log(torch.clamp(torch.as_tensor(raw), min=1e-30)))
