@@ -12,7 +12,7 @@ from ast import literal_eval
 
 import yaml
 
-from attack_models import ATTACK_MODELS
+from attack_models import ATTACK_MODELS, INPUT_SCALINGS
 from configs.defaults import get_cfg
 from datasets import DATASETS, get_dataset_info
 from engine.methods import METHODS, NEEDS_RANDOM_HALF
@@ -220,6 +220,10 @@ def assert_cfg(cfg):
     dims = cfg.ATTACKER.MODEL.LAYER_DIMS
     _check(all(isinstance(d, int) and d > 0 for d in dims), "ATTACKER.MODEL.LAYER_DIMS", dims,
            "a list of positive integers (hidden layer widths)")
+    _check_name("ATTACKER.MODEL.INPUT_SCALING", cfg.ATTACKER.MODEL.INPUT_SCALING, INPUT_SCALINGS)
+    _check(0 <= cfg.ATTACKER.TRAIN.VAL_SHADOWS < cfg.SHADOW.NUM_MODELS,
+           "ATTACKER.TRAIN.VAL_SHADOWS", cfg.ATTACKER.TRAIN.VAL_SHADOWS,
+           f"0 .. SHADOW.NUM_MODELS - 1 = {cfg.SHADOW.NUM_MODELS - 1} (shadows held out)")
     _check(0.0 <= cfg.ATTACKER.PRED_THRESHOLD <= 1.0, "ATTACKER.PRED_THRESHOLD",
            cfg.ATTACKER.PRED_THRESHOLD, "a number in [0, 1]")
     methods = cfg.ATTACKER.METHODS

@@ -1,6 +1,8 @@
 """Attack stage: one attack model per class in ATTACKER.VICTIM_CLASSES, trained on that
 class's shadow records (BCE, in=1 / out=0); classes with equal record counts train
-together as one pack."""
+together as one pack. The records of the last ATTACKER.TRAIN.VAL_SHADOWS shadows are held
+out (a shadow's records are correlated, so whole shadows, not records): each class keeps
+its model from the epoch with the lowest loss on them."""
 
 import os
 from collections import defaultdict
@@ -8,11 +10,11 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from attack_models import build_attack_model
+from attack_models import INPUT_SCALINGS, build_attack_model
 from engine.optim import build_optimizer, get_criterion
 from engine.pack import build_pack
 from engine.shadows import shadow_fingerprint
-from engine.trainer import cuda_step_graph, fit, seeded_models
+from engine.trainer import cuda_step_graph, fit, predict, seeded_models
 from utils.errors import RunError, UsageError
 from utils.fingerprint import fingerprint
 from utils.io import load_checkpoint, save_checkpoint
@@ -21,7 +23,10 @@ from utils.runtime import ROLE_ATTACK, derive_seed
 # Config keys that change what an attack model is, beside those that make its shadows
 # (engine.shadows.shadow_fingerprint) and how many shadows there are.
 ATTACK_KEYS = ("ATTACKER.MODEL", "ATTACKER.OPTIMIZER", "ATTACKER.CRITERION",
-               "ATTACKER.TRAIN.NUM_EPOCHS", "ATTACKER.TRAIN.BATCH_SIZE", "SHADOW.NUM_MODELS")
+               "ATTACKER.TRAIN.NUM_EPOCHS", "ATTACKER.TRAIN.BATCH_SIZE",
+               "ATTACKER.TRAIN.VAL_SHADOWS", "SHADOW.NUM_MODELS")
+# Held-out records scored per forward pass when picking the epoch (memory, not results).
+_VAL_BATCH = 8192
 
 
 def attack_fingerprint(cfg):
@@ -32,10 +37,11 @@ def attack_model_path(folder, k):
     return os.path.join(folder, f"attack_model_{k}", "checkpoint.pth")
 
 
-def _build(cfg, in_features=None):
+def build_attack(cfg, in_features=None):
     """A fresh ATTACKER.MODEL; in_features defaults to the victim's posterior width."""
-    return build_attack_model(cfg.ATTACKER.MODEL.ARCH, in_features or cfg.VICTIM.NUM_CLASSES,
-                              cfg.ATTACKER.MODEL.LAYER_DIMS)
+    m = cfg.ATTACKER.MODEL
+    return build_attack_model(m.ARCH, in_features or cfg.VICTIM.NUM_CLASSES, m.LAYER_DIMS,
+                              m.INPUT_SCALING)
 
 
 def load_attack_models(cfg, folder, fp=None):
@@ -49,7 +55,7 @@ def load_attack_models(cfg, folder, fp=None):
         ckpt = load_checkpoint(path)
         if fp is not None and ckpt.get("fingerprint") != fp:
             return None
-        model = _build(cfg)
+        model = build_attack(cfg)
         try:
             model.load_state_dict(ckpt["state_dict"])
         except (RuntimeError, KeyError) as e:
@@ -60,34 +66,97 @@ def load_attack_models(cfg, folder, fp=None):
     return models
 
 
-def fit_attack_pack(ctx, x, y, seed_ids, names, in_features=None):
+def fit_attack_pack(ctx, x, y, seed_ids, names, in_features=None, val=None):
     """Train one ATTACKER.MODEL per name with the ATTACKER recipe, as one pack: member j
-    on its equal share of the rows of x ((len(names) * n, F) float32) and y ((.., ) 1/0),
-    initialised from seed_ids[j]. Returns the trained pack (on ctx.device)."""
+    on its equal share of the rows of x ((len(names) * n, F) float32, as the pack's first
+    layer takes them: already input-scaled) and y ((..,) 1/0), initialised from
+    seed_ids[j]. val: per member an (x_j, y_j) pair of held-out rows; each member then
+    ends with its weights from the epoch of lowest mean loss on them. Returns the trained
+    pack (on ctx.device)."""
     cfg = ctx.cfg
     seeds = [derive_seed(cfg.RNG_SEED, ROLE_ATTACK, i) for i in seed_ids]
     x = torch.as_tensor(x)
-    pack = build_pack(seeded_models(lambda: _build(cfg, in_features), seeds), x,
+    pack = build_pack(seeded_models(lambda: build_attack(cfg, in_features), seeds), x,
                       name=cfg.ATTACKER.MODEL.ARCH).to(ctx.device)
     idx = torch.arange(len(y), device=ctx.device).view(len(names), -1)
+    criterion = get_criterion("attack", cfg.ATTACKER.CRITERION)
+    best = _BestEpoch(pack, val, criterion, ctx.device) if val else None
 
     def on_epoch(epoch, losses):
-        for name, loss in zip(names, losses.tolist()):
+        val_losses = best.update(epoch) if best else [None] * len(names)
+        for name, loss, val_loss in zip(names, losses.tolist(), val_losses):
             ctx.tsv.row(stage="attack", model=name, epoch=epoch + 1, loss=loss)
+            if val_loss is not None:
+                ctx.tsv.row(stage="attack", model=name, epoch=epoch + 1, metric="val_loss",
+                            value=val_loss)
 
-    return fit(pack, x.to(ctx.device), torch.as_tensor(y).to(ctx.device), idx,
-               epochs=cfg.ATTACKER.TRAIN.NUM_EPOCHS, batch_size=cfg.ATTACKER.TRAIN.BATCH_SIZE,
-               optimizer=build_optimizer(pack.parameters(), cfg.ATTACKER.OPTIMIZER, ctx.device),
-               criterion=get_criterion("attack", cfg.ATTACKER.CRITERION), seeds=seeds,
-               desc=f"train {names[0]}" + ("+" if len(names) > 1 else ""),
-               on_epoch=on_epoch, step_graph=cuda_step_graph(cfg.CUDA_GRAPHS, ctx.device))
+    fit(pack, x.to(ctx.device), torch.as_tensor(y).to(ctx.device), idx,
+        epochs=cfg.ATTACKER.TRAIN.NUM_EPOCHS, batch_size=cfg.ATTACKER.TRAIN.BATCH_SIZE,
+        optimizer=build_optimizer(pack.parameters(), cfg.ATTACKER.OPTIMIZER, ctx.device),
+        criterion=criterion, seeds=seeds,
+        desc=f"train {names[0]}" + ("+" if len(names) > 1 else ""), on_epoch=on_epoch,
+        step_graph=cuda_step_graph(cfg.CUDA_GRAPHS, ctx.device))
+    if best is None:
+        return pack
+    ctx.log.info("attack models: epoch of lowest validation loss %s",
+                 dict(zip(names, best.epochs)))
+    models = seeded_models(lambda: build_attack(cfg, in_features), seeds)
+    for model, state in zip(models, best.states):
+        model.load_state_dict(state)
+    return build_pack(models, x, name=cfg.ATTACKER.MODEL.ARCH).to(ctx.device)
 
 
-def _train_group(ctx, classes, attack_data):
-    """Train the attack models of `classes` (equal record counts) as one pack."""
-    x = np.concatenate([attack_data.store[k]["data"] for k in classes])
-    y = np.concatenate([attack_data.store[k]["labels"] for k in classes])
-    pack = fit_attack_pack(ctx, x, y, classes, [f"attack_model_{k}" for k in classes])
+class _BestEpoch:
+    """Per member of a pack, the weights (CPU state_dict) and epoch with the lowest mean
+    loss on its own held-out rows, updated after every epoch."""
+
+    def __init__(self, pack, val, criterion, device):
+        sizes = torch.tensor([len(vy) for _, vy in val])
+        if (sizes == 0).any():
+            raise RunError("an attack model has no held-out records to validate on; lower "
+                           "ATTACKER.TRAIN.VAL_SHADOWS")
+        self.pack, self.criterion = pack, criterion
+        self.x = torch.cat([torch.as_tensor(vx) for vx, _ in val]).to(device)
+        self.y = torch.cat([torch.as_tensor(vy) for _, vy in val])
+        # (K, m) indices of each member's rows, wrapped round to the longest; the weights
+        # count each row once and average per member
+        m, starts = int(sizes.max()), torch.cumsum(sizes, 0) - sizes
+        cols = torch.arange(m)
+        self.idx = (starts[:, None] + cols[None] % sizes[:, None]).to(device)
+        self.weight = (cols[None] < sizes[:, None]).float() / sizes[:, None]
+        self.losses = [float("inf")] * len(val)
+        self.states, self.epochs = [None] * len(val), [0] * len(val)
+
+    def update(self, epoch):
+        """Score the held-out rows after `epoch` (0-based); returns the (K,) mean losses."""
+        out = predict(self.pack, self.x, self.idx, batch_size=_VAL_BATCH)
+        self.pack.train()  # fit goes on with the next epoch
+        idx = self.idx.cpu()
+        losses = self.criterion(out.flatten(0, 1), self.y[idx].flatten()).view(idx.shape)
+        member = (losses * self.weight).sum(1).tolist()
+        states = None
+        for j, loss in enumerate(member):
+            if loss < self.losses[j]:
+                states = states or self.pack.member_state_dicts()
+                self.losses[j], self.states[j], self.epochs[j] = loss, states[j], epoch + 1
+        return member
+
+
+def _split(entry, val_ids):
+    """(x, y, x_val, y_val) of one class's records: the rows of shadows in val_ids held out."""
+    held = np.isin(entry["shadow"], val_ids)
+    return entry["data"][~held], entry["labels"][~held], entry["data"][held], entry["labels"][held]
+
+
+def _train_group(ctx, classes, parts):
+    """Train the attack models of `classes` (equal training record counts) as one pack;
+    parts[k] is class k's _split."""
+    scale = INPUT_SCALINGS[ctx.cfg.ATTACKER.MODEL.INPUT_SCALING]
+    x = scale(torch.as_tensor(np.concatenate([parts[k][0] for k in classes])))
+    y = np.concatenate([parts[k][1] for k in classes])
+    val = [(scale(torch.as_tensor(parts[k][2])), parts[k][3]) for k in classes]
+    pack = fit_attack_pack(ctx, x, y, classes, [f"attack_model_{k}" for k in classes],
+                           val=val if ctx.cfg.ATTACKER.TRAIN.VAL_SHADOWS else None)
     return pack.member_state_dicts()
 
 
@@ -112,19 +181,27 @@ def run_attack_training(ctx, attack_data):
         return models
     for k, state in train_attack_models(ctx, attack_data).items():
         save_checkpoint(attack_model_path(folder, k), state, arch=cfg.ATTACKER.MODEL.ARCH,
-                        layer_dims=list(cfg.ATTACKER.MODEL.LAYER_DIMS), victim_class=k,
+                        layer_dims=list(cfg.ATTACKER.MODEL.LAYER_DIMS),
+                        input_scaling=cfg.ATTACKER.MODEL.INPUT_SCALING, victim_class=k,
                         fingerprint=fp, config=cfg.dump())
     return load_attack_models(cfg, folder, fp)
 
 
 def train_attack_models(ctx, attack_data):
-    """{class: state_dict} of one attack model per ATTACKER.VICTIM_CLASSES class; classes
-    with equal record counts train together as one pack."""
-    groups = defaultdict(list)
+    """{class: state_dict} of one attack model per ATTACKER.VICTIM_CLASSES class, trained
+    on all shadows but the last ATTACKER.TRAIN.VAL_SHADOWS (held out to pick each model's
+    epoch); classes with equal training record counts train together as one pack."""
+    num_val = ctx.cfg.ATTACKER.TRAIN.VAL_SHADOWS
+    ids = attack_data.shadow_ids()
+    if num_val >= len(ids):
+        raise RunError(f"ATTACKER.TRAIN.VAL_SHADOWS {num_val} leaves none of the {len(ids)} "
+                       f"shadows' records to train the attack models on")
+    val_ids = ids[len(ids) - num_val:]
+    groups, parts = defaultdict(list), {}
     for k in ctx.cfg.ATTACKER.VICTIM_CLASSES:
-        labels = attack_data.store[k]["labels"]
-        if len(set(labels.tolist())) < 2:
+        parts[k] = _split(attack_data.store[k], val_ids)
+        if len(set(parts[k][1].tolist())) < 2:
             raise RunError(f"class {k} has no in/out shadow records to train an attack model on")
-        groups[len(labels)].append(k)
+        groups[len(parts[k][1])].append(k)
     return {k: state for classes in groups.values()
-            for k, state in zip(classes, _train_group(ctx, classes, attack_data))}
+            for k, state in zip(classes, _train_group(ctx, classes, parts))}

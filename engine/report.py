@@ -32,6 +32,12 @@ DEFINITIONS = {
     "rmia": "fraction of population z whose likelihood ratio this target's exceeds by GAMMA "
             "(offline, Zarifzadeh et al. 2024)",
 }
+# ROC line colours and styles, assigned in DEFINITIONS' order so that a method looks the
+# same in every report: twelve distinct colours (tab10, then black and gold), and the
+# style cycling alongside, so curves stay apart in greyscale too.
+_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
+            "tab:pink", "tab:gray", "tab:olive", "tab:cyan", "black", "gold")
+_LINESTYLES = ("-", "--", "-.", ":")
 
 
 def _parity(results):
@@ -73,6 +79,12 @@ def _per_class_table(methods):
     return lines
 
 
+def roc_style(name):
+    """matplotlib keyword arguments (color, linestyle) of a method's ROC curve."""
+    i = list(DEFINITIONS).index(name)
+    return {"color": _COLOURS[i % len(_COLOURS)], "linestyle": _LINESTYLES[i % len(_LINESTYLES)]}
+
+
 def _save_figure(fig, path):
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
 
@@ -89,7 +101,7 @@ def _plots(out_dir, table, methods):
         s = np.asarray(table[f"score_{name}"], np.float64)
         keep = ~np.isnan(s)
         fpr, tpr = roc_curve(membership[keep], s[keep])
-        ax.plot(np.maximum(fpr, 1e-5), np.maximum(tpr, 1e-5),
+        ax.plot(np.maximum(fpr, 1e-5), np.maximum(tpr, 1e-5), **roc_style(name),
                 label=f"{name} (AUC {methods[name]['overall']['auc']:.3f})")
     ax.plot([1e-5, 1], [1e-5, 1], "k:", lw=1)
     ax.set(xscale="log", yscale="log", xlim=(1e-4, 1), ylim=(1e-4, 1),

@@ -1,6 +1,7 @@
 """Attack methods on synthetic data where the right answer is known: separable members
 and non-members give AUC 1, identical ones about 0.5; every score points "up" for members."""
 
+import logging
 import os
 from types import SimpleNamespace
 
@@ -66,17 +67,16 @@ def _ctx():
                             "SHADOW.SAMPLING", "random_half", "OUTPUT_DIR", "/tmp/unused",
                             "ATTACKER.METHODS", str(list(METHODS))])
     return SimpleNamespace(cfg=cfg, device=torch.device("cpu"),
-                           tsv=SimpleNamespace(row=lambda **kw: None))
+                           tsv=SimpleNamespace(row=lambda **kw: None), log=logging.getLogger("mia"))
 
 
 def _shokri_models(ctx, data):
     """Per-class Shokri models trained by the engine's attack stage code."""
-    from attack_models import FCNet
-    from engine.attack import train_attack_models
+    from engine.attack import build_attack, train_attack_models
 
     models = {}
     for k, state in train_attack_models(ctx, data).items():
-        m = FCNet(C, ctx.cfg.ATTACKER.MODEL.LAYER_DIMS)
+        m = build_attack(ctx.cfg)
         m.load_state_dict(state)
         models[k] = m.eval()
     return models

@@ -1,0 +1,125 @@
+"""Per-class attack models: input scaling, held-out shadows picking each model's epoch,
+their config checks, and the original toolkit's recipe as a preset."""
+
+import logging
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import engine.attack
+from attack_models import FCNet, build_attack_model
+from configs.config import build_cfg
+from conftest import REPO
+from datasets.attack_data import AttackData
+from engine.attack import build_attack, train_attack_models
+from utils.errors import RunError, UsageError
+from utils.metrics import auc_score
+
+C, SHADOWS, N = 10, 4, 400  # classes, shadows, records per shadow
+
+
+def _attack_data(gap=3.0, seed=0):
+    """Posteriors of SHADOWS shadows whose members' true-class logit is `gap` higher."""
+    rng = np.random.default_rng(seed)
+    data = AttackData(range(C), C)
+    for s in range(SHADOWS):
+        labels = np.repeat(np.arange(C), N // C)
+        member = np.tile([0, 1], N // 2)
+        z = rng.normal(0, 1, (N, C))
+        z[np.arange(N), labels] += 8 + gap * member
+        p = np.exp(z - z.max(1, keepdims=True))
+        data.add(s, p / p.sum(1, keepdims=True), labels, member)
+    return data
+
+
+def _ctx(*opts, rows=None):
+    cfg, _ = build_cfg("", ["OUTPUT_DIR", "/tmp/unused", "ATTACKER.MODEL.LAYER_DIMS", "[16, 8]",
+                            "ATTACKER.TRAIN.NUM_EPOCHS", "6", "ATTACKER.OPTIMIZER.ALPHA", "0.01",
+                            *opts])
+    tsv = SimpleNamespace(row=lambda **kw: rows.append(kw) if rows is not None else None)
+    return SimpleNamespace(cfg=cfg, device=torch.device("cpu"), tsv=tsv,
+                           log=logging.getLogger("mia"))
+
+
+def _logits(cfg, state, x):
+    model = build_attack(cfg)
+    model.load_state_dict(state)
+    with torch.no_grad():
+        return model.eval()(torch.as_tensor(x))[:, 0].numpy()
+
+
+def test_log_scaled_models_train_on_log_posteriors_and_score_raw_ones(monkeypatch):
+    data, seen = _attack_data(), []
+    fit = engine.attack.fit
+    monkeypatch.setattr(engine.attack, "fit", lambda pack, x, y, idx, **kw: (
+        seen.append(x.clone()), fit(pack, x, y, idx, **kw))[1])
+    ctx = _ctx("ATTACKER.MODEL.INPUT_SCALING", "log", "ATTACKER.TRAIN.VAL_SHADOWS", "0")
+    state = train_attack_models(ctx, data)[0]
+    raw = np.concatenate([data.store[k]["data"] for k in range(C)])
+    assert torch.equal(seen[0], torch.log(torch.clamp(torch.as_tensor(raw), min=1e-30)))
+    entry = data.store[0]
+    assert auc_score(entry["labels"], _logits(ctx.cfg, state, entry["data"])) > 0.9
+
+
+def test_fcnet_scales_its_input_as_its_pack_was_trained():
+    model = FCNet(C, [8], "log").eval()
+    x = torch.softmax(torch.randn(5, C) * 20, 1)
+    assert torch.equal(model(x), model.net(torch.log(torch.clamp(x, min=1e-30))))
+    plain = FCNet(C, [8]).eval()  # the original: posteriors as they are
+    assert torch.equal(plain(x), plain.net(x))
+    with pytest.raises(UsageError, match="input scaling 'sqrt'; allowed: none, log"):
+        build_attack_model("fcnet", C, [8], "sqrt")
+
+
+def test_held_out_shadows_pick_each_models_epoch_and_are_not_trained_on(monkeypatch):
+    data, rows, seen = _attack_data(), [], []
+    fit = engine.attack.fit
+    monkeypatch.setattr(engine.attack, "fit", lambda pack, x, y, idx, **kw: (
+        seen.append(idx.shape), fit(pack, x, y, idx, **kw))[1])
+    ctx = _ctx("ATTACKER.TRAIN.VAL_SHADOWS", "1", "ATTACKER.TRAIN.NUM_EPOCHS", "8", rows=rows)
+    states = train_attack_models(ctx, data)
+    assert seen == [(C, (SHADOWS - 1) * N // C)]  # the last shadow's records held out
+    for k, state in states.items():
+        val = [r["value"] for r in rows if r.get("metric") == "val_loss"
+               and r["model"] == f"attack_model_{k}"]
+        assert len(val) == 8
+        held = data.store[k]["shadow"] == SHADOWS - 1
+        logits = torch.as_tensor(_logits(ctx.cfg, state, data.store[k]["data"][held]))
+        labels = torch.as_tensor(data.store[k]["labels"][held]).float()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels).item()
+        assert loss == pytest.approx(min(val), rel=1e-5)  # the best epoch's weights
+
+
+def test_without_held_out_shadows_every_record_trains_and_the_last_epoch_is_kept(monkeypatch):
+    seen = []
+    fit = engine.attack.fit
+    monkeypatch.setattr(engine.attack, "fit", lambda pack, x, y, idx, **kw: (
+        seen.append(idx.shape), fit(pack, x, y, idx, **kw))[1])
+    rows = []
+    train_attack_models(_ctx("ATTACKER.TRAIN.VAL_SHADOWS", "0", rows=rows), _attack_data())
+    assert seen == [(C, SHADOWS * N // C)]
+    assert not [r for r in rows if r.get("metric") == "val_loss"]
+
+
+def test_attack_config_errors_name_the_key_and_what_is_allowed():
+    with pytest.raises(UsageError, match=r"ATTACKER.TRAIN.VAL_SHADOWS: bad value 10; allowed: "
+                                         r"0 \.\. SHADOW.NUM_MODELS - 1 = 9"):
+        build_cfg("", ["ATTACKER.TRAIN.VAL_SHADOWS", "10"])
+    with pytest.raises(UsageError, match="ATTACKER.MODEL.INPUT_SCALING: bad value 'sqrt'; "
+                                         "allowed: log, none"):
+        build_cfg("", ["ATTACKER.MODEL.INPUT_SCALING", "sqrt"])
+    data = _attack_data()
+    data.keep_shadows([0])
+    with pytest.raises(RunError, match="VAL_SHADOWS 1 leaves none of the 1 shadows"):
+        train_attack_models(_ctx("ATTACKER.TRAIN.VAL_SHADOWS", "1"), data)
+
+
+def test_original_attack_preset_restores_the_original_recipe():
+    cfg, _ = build_cfg(os.path.join(REPO, "configs", "original_attack.yaml"))
+    a = cfg.ATTACKER
+    assert (a.MODEL.LAYER_DIMS, a.MODEL.INPUT_SCALING) == ([64, 32, 16, 8], "none")
+    assert (a.OPTIMIZER.NAME, a.OPTIMIZER.ALPHA, a.OPTIMIZER.GAMMA) == ("adam", 1e-4, 5e-4)
+    assert (a.TRAIN.NUM_EPOCHS, a.TRAIN.BATCH_SIZE, a.TRAIN.VAL_SHADOWS) == (5, 64, 0)
