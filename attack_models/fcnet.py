@@ -9,25 +9,28 @@ from utils.errors import UsageError
 _LOG_FLOOR = 1e-30
 
 
-def _log(x):
-    return torch.log(torch.clamp(x, min=_LOG_FLOOR))
+class LogPosteriors(nn.Module):
+    """Elementwise log of posteriors, floored at _LOG_FLOOR; no parameters."""
+
+    def forward(self, x):
+        return torch.log(torch.clamp(x, min=_LOG_FLOOR))
 
 
-# How the posteriors are scaled before the first layer. An overfitted victim's members and
-# non-members differ in how close p_y is to 1, i.e. in the tiny posteriors of the other
-# classes: the log spreads those out (ratios become differences), raw values squash them.
-INPUT_SCALINGS = {"none": lambda x: x, "log": _log}
+# How the posteriors are scaled before the first layer (a parameter-free module, so a pack
+# runs it like any activation). An overfitted victim's members and non-members differ in
+# how close p_y is to 1, i.e. in the tiny posteriors of the other classes: the log spreads
+# those out (ratios become differences), raw values squash them.
+INPUT_SCALINGS = {"none": nn.Identity, "log": LogPosteriors}
 
 
 class FCNet(nn.Module):
     """Input scaling, then per hidden width: Linear, BatchNorm1d, ReLU; then Linear to one
-    logit (no sigmoid). `net` holds the layers a ModelPack groups; the scaling is applied
-    by forward (and by the pack's trainer before the records reach it)."""
+    logit (no sigmoid). Takes raw posteriors; `scale` comes first, then `net`."""
 
     def __init__(self, in_features=10, layer_dims=(64, 32, 16, 8), input_scaling="none"):
         super().__init__()
         self.input_scaling = input_scaling
-        self.scale = INPUT_SCALINGS[input_scaling]
+        self.scale = INPUT_SCALINGS[input_scaling]()
         layers, width = [], in_features
         for dim in layer_dims:
             layers += [nn.Linear(width, dim), nn.BatchNorm1d(dim), nn.ReLU()]

@@ -10,7 +10,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from attack_models import INPUT_SCALINGS, build_attack_model
+from attack_models import build_attack_model
 from engine.optim import build_optimizer, get_criterion
 from engine.pack import build_pack
 from engine.shadows import shadow_fingerprint
@@ -68,11 +68,10 @@ def load_attack_models(cfg, folder, fp=None):
 
 def fit_attack_pack(ctx, x, y, seed_ids, names, in_features=None, val=None):
     """Train one ATTACKER.MODEL per name with the ATTACKER recipe, as one pack: member j
-    on its equal share of the rows of x ((len(names) * n, F) float32, as the pack's first
-    layer takes them: already input-scaled) and y ((..,) 1/0), initialised from
-    seed_ids[j]. val: per member an (x_j, y_j) pair of held-out rows; each member then
-    ends with its weights from the epoch of lowest mean loss on them. Returns the trained
-    pack (on ctx.device)."""
+    on its equal share of the rows of x ((len(names) * n, F) float32 posteriors) and y
+    ((..,) 1/0), initialised from seed_ids[j]. val: per member an (x_j, y_j) pair of
+    held-out rows; each member then ends with its weights from the epoch of lowest mean
+    loss on them. Returns the trained pack (on ctx.device)."""
     cfg = ctx.cfg
     seeds = [derive_seed(cfg.RNG_SEED, ROLE_ATTACK, i) for i in seed_ids]
     x = torch.as_tensor(x)
@@ -151,10 +150,9 @@ def _split(entry, val_ids):
 def _train_group(ctx, classes, parts):
     """Train the attack models of `classes` (equal training record counts) as one pack;
     parts[k] is class k's _split."""
-    scale = INPUT_SCALINGS[ctx.cfg.ATTACKER.MODEL.INPUT_SCALING]
-    x = scale(torch.as_tensor(np.concatenate([parts[k][0] for k in classes])))
+    x = np.concatenate([parts[k][0] for k in classes])
     y = np.concatenate([parts[k][1] for k in classes])
-    val = [(scale(torch.as_tensor(parts[k][2])), parts[k][3]) for k in classes]
+    val = [(parts[k][2], parts[k][3]) for k in classes]
     pack = fit_attack_pack(ctx, x, y, classes, [f"attack_model_{k}" for k in classes],
                            val=val if ctx.cfg.ATTACKER.TRAIN.VAL_SHADOWS else None)
     return pack.member_state_dicts()

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attack_models import LogPosteriors
 from engine.fused import conv_pool, load_kernel
 from engine.trainer import _INIT_LOCK
 from utils.errors import UsageError
@@ -154,7 +155,7 @@ class _GroupedFlatten(nn.Module):
         return x.flatten(2).transpose(1, 2)
 
 
-_ELEMENTWISE = (nn.Tanh, nn.ReLU, nn.MaxPool2d, nn.Identity)
+_ELEMENTWISE = (nn.Tanh, nn.ReLU, nn.MaxPool2d, nn.Identity, LogPosteriors)
 _GROUPED = {nn.Conv2d: _GroupedConv2d, nn.Linear: _GroupedLinear,
             nn.BatchNorm1d: _GroupedBatchNorm1d}
 

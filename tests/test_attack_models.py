@@ -10,11 +10,12 @@ import pytest
 import torch
 
 import engine.attack
-from attack_models import FCNet, build_attack_model
+from attack_models import FCNet, LogPosteriors, build_attack_model
 from configs.config import build_cfg
 from conftest import REPO
 from datasets.attack_data import AttackData
 from engine.attack import build_attack, train_attack_models
+from engine.pack import ModelPack
 from utils.errors import RunError, UsageError
 from utils.metrics import auc_score
 
@@ -51,15 +52,15 @@ def _logits(cfg, state, x):
         return model.eval()(torch.as_tensor(x))[:, 0].numpy()
 
 
-def test_log_scaled_models_train_on_log_posteriors_and_score_raw_ones(monkeypatch):
+def test_log_scaled_models_train_in_a_pack_on_log_posteriors(monkeypatch):
     data, seen = _attack_data(), []
     fit = engine.attack.fit
     monkeypatch.setattr(engine.attack, "fit", lambda pack, x, y, idx, **kw: (
-        seen.append(x.clone()), fit(pack, x, y, idx, **kw))[1])
+        seen.append(pack), fit(pack, x, y, idx, **kw))[1])
     ctx = _ctx("ATTACKER.MODEL.INPUT_SCALING", "log", "ATTACKER.TRAIN.VAL_SHADOWS", "0")
     state = train_attack_models(ctx, data)[0]
-    raw = np.concatenate([data.store[k]["data"] for k in range(C)])
-    assert torch.equal(seen[0], torch.log(torch.clamp(torch.as_tensor(raw), min=1e-30)))
+    assert isinstance(seen[0], ModelPack)  # the scaling is a layer the pack runs
+    assert isinstance(seen[0].layers[0], LogPosteriors)
     entry = data.store[0]
     assert auc_score(entry["labels"], _logits(ctx.cfg, state, entry["data"])) > 0.9
 

@@ -283,7 +283,7 @@ def test_batchnorm_pack_trains_through_a_last_batch_of_one():
     torch.manual_seed(0)
     x, y = torch.rand(2 * 129, 10), torch.randint(0, 2, (2 * 129,))
     pack = ModelPack(seeded_models(FCNet, [1, 2]))
-    norm = pack.layers[1]
+    norm = pack.layers[2]  # after the input scaling (Identity) and the first Linear
     out = norm(torch.rand(2, 64, 1))  # (K, F, B): one record per member
     torch.testing.assert_close(out, norm.bias.view(2, 64, 1))
     fit(pack, x, y, torch.arange(len(y)).view(2, -1), epochs=2, batch_size=64,
