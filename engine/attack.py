@@ -24,7 +24,7 @@ from utils.runtime import ROLE_ATTACK, derive_seed
 # (engine.shadows.shadow_fingerprint) and how many shadows there are.
 ATTACK_KEYS = ("ATTACKER.MODEL", "ATTACKER.OPTIMIZER", "ATTACKER.CRITERION",
                "ATTACKER.TRAIN.NUM_EPOCHS", "ATTACKER.TRAIN.BATCH_SIZE",
-               "ATTACKER.TRAIN.VAL_SHADOWS", "SHADOW.NUM_MODELS")
+               "ATTACKER.TRAIN.VAL_SHADOWS", "ATTACKER.TEST.ROUTING", "SHADOW.NUM_MODELS")
 # Held-out records scored per forward pass when picking the epoch (memory, not results).
 _VAL_BATCH = 8192
 
@@ -185,6 +185,19 @@ def run_attack_training(ctx, attack_data):
     return load_attack_models(cfg, folder, fp)
 
 
+def _routed(cfg, store):
+    """The attack data grouped as evaluation routes records: by true class (`label`, as
+    stored) or, for `argmax`, by the shadow's predicted class, so that each attack model
+    learns from the records it will be asked about."""
+    if cfg.ATTACKER.TEST.ROUTING == "label":
+        return store
+    entries = [store[k] for k in cfg.ATTACKER.VICTIM_CLASSES]
+    merged = {key: np.concatenate([e[key] for e in entries]) for key in entries[0]}
+    predicted = merged["data"].argmax(1)
+    return {k: {key: v[predicted == k] for key, v in merged.items()}
+            for k in cfg.ATTACKER.VICTIM_CLASSES}
+
+
 def train_attack_models(ctx, attack_data):
     """{class: state_dict} of one attack model per ATTACKER.VICTIM_CLASSES class, trained
     on all shadows but the last ATTACKER.TRAIN.VAL_SHADOWS (held out to pick each model's
@@ -195,11 +208,13 @@ def train_attack_models(ctx, attack_data):
         raise RunError(f"ATTACKER.TRAIN.VAL_SHADOWS {num_val} leaves none of the {len(ids)} "
                        f"shadows' records to train the attack models on")
     val_ids = ids[len(ids) - num_val:]
+    store = _routed(ctx.cfg, attack_data.store)
     groups, parts = defaultdict(list), {}
     for k in ctx.cfg.ATTACKER.VICTIM_CLASSES:
-        parts[k] = _split(attack_data.store[k], val_ids)
+        parts[k] = _split(store[k], val_ids)
         if len(set(parts[k][1].tolist())) < 2:
-            raise RunError(f"class {k} has no in/out shadow records to train an attack model on")
+            raise RunError(f"class {k} has no in/out shadow records to train an attack model on"
+                           f" (ATTACKER.TEST.ROUTING {ctx.cfg.ATTACKER.TEST.ROUTING})")
         groups[len(parts[k][1])].append(k)
     return {k: state for classes in groups.values()
             for k, state in zip(classes, _train_group(ctx, classes, parts))}

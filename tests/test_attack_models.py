@@ -124,3 +124,24 @@ def test_original_attack_preset_restores_the_original_recipe():
     assert (a.MODEL.LAYER_DIMS, a.MODEL.INPUT_SCALING) == ([64, 32, 16, 8], "none")
     assert (a.OPTIMIZER.NAME, a.OPTIMIZER.ALPHA, a.OPTIMIZER.GAMMA) == ("adam", 1e-4, 5e-4)
     assert (a.TRAIN.NUM_EPOCHS, a.TRAIN.BATCH_SIZE, a.TRAIN.VAL_SHADOWS) == (5, 64, 0)
+
+
+@pytest.mark.parametrize("routing", ["label", "argmax"])
+def test_attack_models_learn_from_the_records_routing_sends_them(monkeypatch, routing):
+    data, seen = _attack_data(gap=1.0), {}
+    for k in range(C):  # some confident mistakes: predicted class != true class
+        entry = data.store[k]
+        entry["data"][:5] = np.roll(entry["data"][:5], 1, axis=1)
+    monkeypatch.setattr(engine.attack, "_train_group",
+                        lambda ctx, classes, parts: seen.update(parts) or [{}] * len(classes))
+    train_attack_models(_ctx("ATTACKER.TEST.ROUTING", routing,
+                             "ATTACKER.TRAIN.VAL_SHADOWS", "0"), data)
+    total = sum(len(e["labels"]) for e in data.store.values())
+    assert sum(len(seen[k][0]) for k in range(C)) == total
+    for k in range(C):
+        x = seen[k][0]
+        if routing == "argmax":
+            assert (x.argmax(1) == k).all()
+        else:
+            np.testing.assert_array_equal(x, data.store[k]["data"])
+            assert (x.argmax(1) != k).any()
