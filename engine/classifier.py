@@ -12,11 +12,11 @@ from victims import build_model
 INFERENCE_BATCH = 2048
 
 
-def build_classifier_pack(node, cfg, image_size, seeds, device):
-    """A ModelPack of len(seeds) fresh `node.MODEL.ARCH` classifiers, member j initialised
-    from seeds[j]."""
+def build_classifier_pack(node, cfg, input_shape, seeds, device):
+    """A ModelPack of len(seeds) fresh `node.MODEL.ARCH` classifiers for records of
+    input_shape, member j initialised from seeds[j]."""
     models = seeded_models(lambda: build_model(node.MODEL.ARCH, cfg.VICTIM.NUM_CLASSES,
-                                               cfg.VICTIM.IN_FEATURES, image_size), seeds)
+                                               input_shape, node.MODEL.LAYER_DIMS), seeds)
     channels_last = len(seeds) > 1 or device.type == "cuda"
     fused = cfg.FUSED_CPU_KERNEL and device.type == "cpu"
     return ModelPack(models, channels_last=channels_last, fused=fused).to(device)
@@ -25,7 +25,7 @@ def build_classifier_pack(node, cfg, image_size, seeds, device):
 def train_classifiers(ctx, data, node, seeds, train_idx, names, stop=None):
     """Train a fresh pack (one member per seed) on train_idx ((K, n) numpy global
     indices into data.all_x) with node's recipe; one TSV row per member and epoch."""
-    pack = build_classifier_pack(node, ctx.cfg, data.image_size, seeds, ctx.device)
+    pack = build_classifier_pack(node, ctx.cfg, data.input_shape, seeds, ctx.device)
     optimizer = build_optimizer(pack.parameters(), node.OPTIMIZER, ctx.device)
 
     def on_epoch(epoch, losses):

@@ -11,7 +11,7 @@ from victims import MODELS, build_model
 @pytest.mark.parametrize("arch", sorted(MODELS))
 @pytest.mark.parametrize("classes,channels,size", [(10, 3, 32), (7, 1, 28)])
 def test_classifier_outputs_logits(arch, classes, channels, size):
-    model = build_model(arch, classes, channels, size).eval()
+    model = build_model(arch, classes, (channels, size, size)).eval()
     with torch.no_grad():
         out = model(torch.randn(5, channels, size, size) * 3)
     assert out.shape == (5, classes)
@@ -20,7 +20,7 @@ def test_classifier_outputs_logits(arch, classes, channels, size):
 
 
 def test_simplecnn_matches_shokri_shape():
-    model = build_model("simplecnn", 10, 3)
+    model = build_model("simplecnn", 10, (3, 32, 32))
     shapes = [tuple(p.shape) for p in model.parameters()]
     assert shapes == [(6, 3, 5, 5), (6,), (16, 6, 5, 5), (16,), (128, 400), (128,), (10, 128), (10,)]
 
@@ -38,6 +38,6 @@ def test_attack_model_outputs_one_logit(arch):
 
 def test_unknown_names_list_the_valid_ones():
     with pytest.raises(UsageError, match="simplecnn"):
-        build_model("resnet", 10, 3)
+        build_model("resnet", 10, (3, 32, 32))
     with pytest.raises(UsageError, match="fcnet"):
         build_attack_model("mlp", 10, [8])
