@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from engine.data import normalised_images
+from engine.data import normalised_inputs
 from engine.optim import CRITERIA
 from engine.pack import ModelPack
 from engine.trainer import GraphSteps, fit, seeded_models
@@ -24,7 +24,7 @@ from victims import MODELS
 def images(n, device):
     """n random uint8 images of CIFAR-10's shape, normalised, and random labels."""
     x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
-    return (normalised_images(x, (0.49, 0.48, 0.45), (0.2, 0.2, 0.2), device),
+    return (normalised_inputs(x, (0.49, 0.48, 0.45), (0.2, 0.2, 0.2), device),
             torch.randint(0, 10, (n,), device=device))
 
 

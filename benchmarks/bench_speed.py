@@ -33,7 +33,7 @@ from attack_models import FCNet
 from configs.defaults import get_cfg
 from datasets import load_dataset
 from engine import fused
-from engine.data import normalised_images
+from engine.data import normalised_inputs
 from engine.optim import CRITERIA, build_optimizer
 from engine.pack import ModelPack
 from engine.trainer import fit, seeded_models
@@ -199,7 +199,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     data = load_dataset("cifar10", args.root, False)
     x, y = data["train_x"], data["train_y"]
-    xn = normalised_images(x, _MEAN, _STD, torch.device("cpu"))  # as engine/data.py
+    xn = normalised_inputs(x, _MEAN, _STD, torch.device("cpu"))  # as engine/data.py
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     per_image, flops, limit = flop_limit()

@@ -13,13 +13,14 @@ from ast import literal_eval
 import yaml
 
 from attack_models import ATTACK_MODELS, INPUT_SCALINGS
+from attack_models.methods import METHOD_NAMES, NEEDS_RANDOM_HALF
 from configs.defaults import get_cfg
-from datasets import DATASETS, get_dataset_info
-from engine.methods import METHODS, NEEDS_RANDOM_HALF
-from engine.optim import CRITERIA, OPTIMIZERS
+from datasets import get_dataset_info, reads_path
+from shadow_models.sampling import filler_size
 from utils.errors import UsageError
 from utils.fingerprint import flatten
-from victims import MODELS
+from utils.optim_names import CRITERION_NAMES, OPTIMIZER_NAMES
+from victims import MODELS, check_model
 
 # Shadow keys that default to the victim's value: shadow key -> (victim key, "as victim" value).
 _FOLLOW_VICTIM = {
@@ -34,6 +35,8 @@ _FOLLOW_VICTIM = {
     "SHADOW.TRAIN.BATCH_SIZE": ("VICTIM.TRAIN.BATCH_SIZE", -1),
     "SHADOW.TRAIN.SET_SIZE": ("VICTIM.TRAIN.SET_SIZE", -1),
 }
+# Keys naming the run's data set again (the original toolkit's); empty: DATASET.NAME.
+_DATASET_KEYS = ("SHADOW.TRAIN.DATASET", "ATTACKER.TRAIN.DATASET", "ATTACKER.TEST.DATASET")
 _ROUTINGS = ("label", "argmax")
 _SAMPLINGS = ("disjoint", "random_half")
 # Largest learning rate accepted: far past any useful one, well inside float32.
@@ -57,13 +60,32 @@ def _set(cfg, key, value):
 
 
 def _parse(text):
-    """A command-line value as a Python literal when it is one, else the string."""
+    """A command-line value as a Python literal when it is one, else the string; a list
+    of bare words, [shokri,loss] (as YAML takes it), is a list of each item parsed so."""
     if not isinstance(text, str):
         return text
     try:
         return literal_eval(text)
     except (ValueError, SyntaxError):
+        inner = text.strip()
+        if inner[:1] == "[" and inner[-1:] == "]" and not any(c in inner[1:-1] for c in "[]"):
+            return [_parse(item.strip()) for item in inner[1:-1].split(",") if item.strip()]
         return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _join_lists(opts):
+    """Command-line words with a list written with spaces, `[shokri, loss]`, rejoined
+    into one value (the shell splits it into `[shokri,` and `loss]`)."""
+    out, i = [], 0
+    while i < len(opts):
+        word = opts[i]
+        if word.startswith("[") and "]" not in word:
+            j = next((j for j in range(i + 1, len(opts)) if "]" in opts[j]), None)
+            if j is not None:
+                word, i = " ".join(opts[i:j + 1]), j
+        out.append(word)
+        i += 1
+    return out
 
 
 def _coerce(key, value, default):
@@ -116,6 +138,7 @@ def load_yaml(path):
 def build_cfg(cfg_file="", opts=()):
     """Defaults, then the YAML file, then KEY VALUE pairs; checked and derived, unfrozen.
     Returns (cfg, derived) where derived lists (key, value) set by infer_cfg."""
+    opts = _join_lists(list(opts))
     if len(opts) % 2:
         raise UsageError(f"overrides come in KEY VALUE pairs; '{opts[-1]}' has no value")
     cfg = get_cfg()
@@ -149,7 +172,7 @@ def _check_positive(cfg, keys, follow_ok=False, integer=True, strict=True):
 
 
 def _check_optimizer(cfg, prefix, follow):
-    _check_name(f"{prefix}.NAME", _get(cfg, f"{prefix}.NAME"), OPTIMIZERS, follow)
+    _check_name(f"{prefix}.NAME", _get(cfg, f"{prefix}.NAME"), OPTIMIZER_NAMES, follow)
     _check_positive(cfg, [f"{prefix}.ALPHA"], follow, integer=False)
     alpha = _get(cfg, f"{prefix}.ALPHA")
     _check(alpha <= _MAX_LR, f"{prefix}.ALPHA", alpha, f"a learning rate in (0, {_MAX_LR:g}]")
@@ -161,31 +184,90 @@ def _check_optimizer(cfg, prefix, follow):
     _check(ok, f"{prefix}.BETAS", betas, "two numbers in [0, 1)")
 
 
+def dataset_info(cfg):
+    """The DatasetInfo of DATASET.NAME (for npz, read from the headers and labels of the
+    file at DATASET.PATH) and its (train, test) record counts."""
+    name, path = cfg.DATASET.NAME, cfg.DATASET.PATH
+    _check(reads_path(name) or not path, "DATASET.PATH", path,
+           "empty (only DATASET.NAME npz reads a file there)")
+    info = get_dataset_info(name, path)
+    fraction = cfg.DATASET.TEST_FRACTION
+    return info, info.split_sizes(fraction if fraction != -1 else info.test_fraction)
+
+
+def _check_dataset(cfg, info):
+    """The keys that must agree with the data set: its name, classes, record shape,
+    normalisation and test split."""
+    name = cfg.DATASET.NAME
+    for key in _DATASET_KEYS:
+        _check(_get(cfg, key) in ("", name), key, _get(cfg, key),
+               f"the run's data set DATASET.NAME={name!r}, or empty")
+    _check(cfg.VICTIM.NUM_CLASSES in (-1, info.num_classes), "VICTIM.NUM_CLASSES",
+           cfg.VICTIM.NUM_CLASSES, f"{info.num_classes} for {name} (or -1: the data set's)")
+    width, unit = info.shape[0], "channel" if info.is_image else "feature"
+    _check(cfg.VICTIM.IN_FEATURES in (-1, width), "VICTIM.IN_FEATURES", cfg.VICTIM.IN_FEATURES,
+           f"{width} for {name}, one per input {unit} (or -1: the data set's)")
+    _check(len(cfg.DATASET.MEAN) in (0, width), "DATASET.MEAN", cfg.DATASET.MEAN,
+           f"{width} numbers, one per {unit} of {name} (or []: the data set's)")
+    _check(len(cfg.DATASET.STD) in (0, width) and all(s > 0 for s in cfg.DATASET.STD),
+           "DATASET.STD", cfg.DATASET.STD,
+           f"{width} numbers > 0, one per {unit} of {name} (or []: the data set's)")
+    fraction = cfg.DATASET.TEST_FRACTION
+    if info.num_test:
+        _check(fraction == -1, "DATASET.TEST_FRACTION", fraction,
+               f"-1 ({name} comes with its own test split)")
+    else:
+        _check(fraction == -1 or 0 < fraction < 1, "DATASET.TEST_FRACTION", fraction,
+               f"a fraction in (0, 1), or -1: {info.test_fraction} for {name}")
+    for node in ("VICTIM", "SHADOW"):
+        arch = cfg[node].MODEL.ARCH or cfg.VICTIM.MODEL.ARCH
+        dims = cfg[node].MODEL.LAYER_DIMS
+        _check(all(isinstance(d, int) and d > 0 for d in dims), f"{node}.MODEL.LAYER_DIMS", dims,
+               "a list of positive integers (hidden layer widths), or []")
+        if node == "SHADOW" and not dims and arch == cfg.VICTIM.MODEL.ARCH:
+            dims = cfg.VICTIM.MODEL.LAYER_DIMS
+        problem = check_model(arch, info.shape, dims)
+        if problem:
+            raise UsageError(f"{node}.{problem}")
+
+
+def _check_sizes(cfg, num_train, num_test):
+    """Pool, set and evaluation sizes against the data set's train and test splits."""
+    pool, train = cfg.DATASET.VICTIM_POOL_SIZE, num_train
+    _check(pool < train - 1, "DATASET.VICTIM_POOL_SIZE", pool,
+           f"1 .. {train - 2} (the rest of {cfg.DATASET.NAME}'s {train} train records is the "
+           f"shadow pool)")
+    _check(cfg.VICTIM.TRAIN.SET_SIZE <= pool, "VICTIM.TRAIN.SET_SIZE", cfg.VICTIM.TRAIN.SET_SIZE,
+           f"1 .. DATASET.VICTIM_POOL_SIZE={pool}")
+    half = (train - pool) // 2
+    shadow_size = cfg.SHADOW.TRAIN.SET_SIZE
+    if shadow_size == -1:
+        shadow_size = cfg.VICTIM.TRAIN.SET_SIZE
+    _check(shadow_size <= half, "SHADOW.TRAIN.SET_SIZE", cfg.SHADOW.TRAIN.SET_SIZE,
+           f"1 .. {half} (half of the {train - pool}-record shadow pool)")
+    if cfg.SHADOW.SAMPLING == "random_half" and not cfg.ATTACKER.TEST.DATA_PATH:
+        n_in = cfg.VICTIM.TRAIN.SET_SIZE
+        targets = 2 * min(n_in, num_test) if cfg.ATTACKER.TEST.BALANCED else n_in + num_test
+        filler, population = filler_size(targets, shadow_size), cfg.ATTACKER.RMIA.NUM_POPULATION
+        _check(filler + population <= train - pool, "ATTACKER.RMIA.NUM_POPULATION", population,
+               f"1 .. {train - pool - filler} (random_half shadows take {filler} of the "
+               f"{train - pool}-record shadow pool besides the {targets} evaluated records)")
+
+
 def assert_cfg(cfg):
     """Check every key; raise UsageError on the first bad one. Changes nothing."""
-    info = get_dataset_info(cfg.DATASET.NAME)
-    for key in ("SHADOW.TRAIN.DATASET", "ATTACKER.TRAIN.DATASET", "ATTACKER.TEST.DATASET"):
-        _check(_get(cfg, key) == cfg.DATASET.NAME, key, _get(cfg, key),
-               f"the run's dataset DATASET.NAME={cfg.DATASET.NAME!r} (registered: "
-               f"{', '.join(DATASETS)})")
-    _check(cfg.VICTIM.NUM_CLASSES == info.num_classes, "VICTIM.NUM_CLASSES",
-           cfg.VICTIM.NUM_CLASSES, f"{info.num_classes} for {cfg.DATASET.NAME}")
-    _check(cfg.VICTIM.IN_FEATURES == info.in_channels, "VICTIM.IN_FEATURES",
-           cfg.VICTIM.IN_FEATURES, f"{info.in_channels} for {cfg.DATASET.NAME}")
-    _check(len(cfg.DATASET.MEAN) == info.in_channels, "DATASET.MEAN", cfg.DATASET.MEAN,
-           f"{info.in_channels} numbers")
-    _check(len(cfg.DATASET.STD) == info.in_channels and all(s > 0 for s in cfg.DATASET.STD),
-           "DATASET.STD", cfg.DATASET.STD, f"{info.in_channels} numbers > 0")
-
+    info, (num_train, num_test) = dataset_info(cfg)
     _check_name("VICTIM.MODEL.ARCH", cfg.VICTIM.MODEL.ARCH, MODELS)
     _check_name("SHADOW.MODEL.ARCH", cfg.SHADOW.MODEL.ARCH, MODELS, follow=True)
+    _check_dataset(cfg, info)
     _check_name("ATTACKER.MODEL.ARCH", cfg.ATTACKER.MODEL.ARCH, ATTACK_MODELS)
     _check_optimizer(cfg, "VICTIM.OPTIMIZER", follow=False)
     _check_optimizer(cfg, "SHADOW.OPTIMIZER", follow=True)
     _check_optimizer(cfg, "ATTACKER.OPTIMIZER", follow=False)
-    _check_name("VICTIM.CRITERION", cfg.VICTIM.CRITERION, CRITERIA["classifier"])
-    _check_name("SHADOW.CRITERION", cfg.SHADOW.CRITERION, CRITERIA["classifier"], follow=True)
-    _check_name("ATTACKER.CRITERION", cfg.ATTACKER.CRITERION, CRITERIA["attack"])
+    _check_name("VICTIM.CRITERION", cfg.VICTIM.CRITERION, CRITERION_NAMES["classifier"])
+    _check_name("SHADOW.CRITERION", cfg.SHADOW.CRITERION, CRITERION_NAMES["classifier"],
+                follow=True)
+    _check_name("ATTACKER.CRITERION", cfg.ATTACKER.CRITERION, CRITERION_NAMES["attack"])
 
     _check_positive(cfg, ["VICTIM.TRAIN.NUM_EPOCHS", "VICTIM.TRAIN.BATCH_SIZE",
                           "VICTIM.TRAIN.SET_SIZE", "DATASET.VICTIM_POOL_SIZE",
@@ -195,28 +277,19 @@ def assert_cfg(cfg):
                           "SHADOW.TRAIN.SET_SIZE"], follow_ok=True)
     _check_positive(cfg, ["SHADOW.TRAIN.MODELS_PER_PACK", "NUM_THREADS", "RNG_SEED",
                           "USE_GPU", "NUM_WORKERS"], strict=False)
-
-    pool, train = cfg.DATASET.VICTIM_POOL_SIZE, info.num_train
-    _check(pool < train - 1, "DATASET.VICTIM_POOL_SIZE", pool,
-           f"1 .. {train - 2} (the rest of the {train} train records is the shadow pool)")
-    _check(cfg.VICTIM.TRAIN.SET_SIZE <= pool, "VICTIM.TRAIN.SET_SIZE", cfg.VICTIM.TRAIN.SET_SIZE,
-           f"1 .. DATASET.VICTIM_POOL_SIZE={pool}")
-    half = (train - pool) // 2
-    shadow_size = cfg.SHADOW.TRAIN.SET_SIZE
-    if shadow_size == -1:
-        shadow_size = cfg.VICTIM.TRAIN.SET_SIZE
-    _check(shadow_size <= half, "SHADOW.TRAIN.SET_SIZE", cfg.SHADOW.TRAIN.SET_SIZE,
-           f"1 .. {half} (half of the {train - pool}-record shadow pool)")
+    _check_sizes(cfg, num_train, num_test)
 
     classes = cfg.ATTACKER.VICTIM_CLASSES
-    valid = f"a non-empty list of distinct class ids in 0 .. {cfg.VICTIM.NUM_CLASSES - 1}"
+    valid = (f"a list of distinct class ids in 0 .. {info.num_classes - 1} "
+             f"(or []: every class)")
     for key, value in (("ATTACKER.VICTIM_CLASSES", classes),
                        ("ATTACKER.TEST.LABELS", cfg.ATTACKER.TEST.LABELS)):
-        _check(len(value) > 0 and len(set(value)) == len(value) and all(
-            isinstance(c, int) and 0 <= c < cfg.VICTIM.NUM_CLASSES for c in value),
+        _check(len(set(value)) == len(value) and all(
+            isinstance(c, int) and 0 <= c < info.num_classes for c in value),
             key, value, valid)
-    _check(set(cfg.ATTACKER.TEST.LABELS) <= set(classes), "ATTACKER.TEST.LABELS",
-           cfg.ATTACKER.TEST.LABELS, f"a subset of ATTACKER.VICTIM_CLASSES={classes}")
+    _check(set(cfg.ATTACKER.TEST.LABELS) <= set(classes or range(info.num_classes)),
+           "ATTACKER.TEST.LABELS", cfg.ATTACKER.TEST.LABELS,
+           f"a subset of ATTACKER.VICTIM_CLASSES={classes}")
     dims = cfg.ATTACKER.MODEL.LAYER_DIMS
     _check(all(isinstance(d, int) and d > 0 for d in dims), "ATTACKER.MODEL.LAYER_DIMS", dims,
            "a list of positive integers (hidden layer widths)")
@@ -228,8 +301,8 @@ def assert_cfg(cfg):
            cfg.ATTACKER.PRED_THRESHOLD, "a number in [0, 1]")
     methods = cfg.ATTACKER.METHODS
     _check(len(methods) > 0 and len(set(methods)) == len(methods)
-           and all(m in METHODS for m in methods), "ATTACKER.METHODS", methods,
-           "a non-empty list of distinct names from " + ", ".join(METHODS))
+           and all(m in METHOD_NAMES for m in methods), "ATTACKER.METHODS", methods,
+           "a non-empty list of distinct names from " + ", ".join(METHOD_NAMES))
     _check(cfg.SHADOW.SAMPLING in _SAMPLINGS, "SHADOW.SAMPLING", cfg.SHADOW.SAMPLING,
            ", ".join(_SAMPLINGS))
     needs = [m for m in methods if m in NEEDS_RANDOM_HALF]
@@ -266,6 +339,26 @@ def infer_cfg(cfg):
         _set(cfg, key, value)
         derived.append((key, value))
 
+    info, _ = dataset_info(cfg)
+    for key in _DATASET_KEYS:
+        if not _get(cfg, key):
+            put(key, cfg.DATASET.NAME)
+    if cfg.VICTIM.NUM_CLASSES == -1:
+        put("VICTIM.NUM_CLASSES", info.num_classes)
+    if cfg.VICTIM.IN_FEATURES == -1:
+        put("VICTIM.IN_FEATURES", info.shape[0])
+    if cfg.DATASET.TEST_FRACTION == -1 and not info.num_test:
+        put("DATASET.TEST_FRACTION", info.test_fraction)
+    for key, value in (("DATASET.MEAN", info.mean), ("DATASET.STD", info.std)):
+        if not _get(cfg, key) and value:  # (): none; None: computed when the data is loaded
+            put(key, list(value))
+    if not cfg.ATTACKER.VICTIM_CLASSES:
+        put("ATTACKER.VICTIM_CLASSES", list(range(info.num_classes)))
+    if not cfg.ATTACKER.TEST.LABELS:
+        put("ATTACKER.TEST.LABELS", list(cfg.ATTACKER.VICTIM_CLASSES))
+    if not cfg.SHADOW.MODEL.LAYER_DIMS and cfg.SHADOW.MODEL.ARCH in ("", cfg.VICTIM.MODEL.ARCH) \
+            and cfg.VICTIM.MODEL.LAYER_DIMS:
+        put("SHADOW.MODEL.LAYER_DIMS", list(cfg.VICTIM.MODEL.LAYER_DIMS))
     for key, (victim_key, follow) in _FOLLOW_VICTIM.items():
         if _get(cfg, key) == follow:
             put(key, _get(cfg, victim_key))

@@ -14,15 +14,27 @@ _C = CN()
 # DATASET: datasets/ (the data the victim and shadows are drawn from)
 # ------------------------------------------------------------------------------------ #
 _C.DATASET = CN()
-# Dataset registry key; allowed: cifar10.
+# Dataset registry key (datasets/registry.py); allowed: cifar10, cifar100, mnist,
+# fashionmnist (images), purchase100, texas100 (binary feature vectors), npz (your own).
 _C.DATASET.NAME = "cifar10"
-# Folder holding `cifar-10-batches-py` (the CIFAR-10 python batches).
+# Folder holding the data set's files as distributed: cifar-10-batches-py,
+# cifar-100-python, MNIST/raw, FashionMNIST/raw (as torchvision stores them),
+# dataset_purchase, dataset_texas/{feats,labels} (or their .tgz, extracted on first use).
 _C.DATASET.ROOT = "./data"
-# Download the dataset with torchvision into DATASET.ROOT when it is missing.
+# Download a missing data set into DATASET.ROOT (torchvision for the images; the authors'
+# tarballs for purchase100 and texas100).
 _C.DATASET.DOWNLOAD = True
-# Per-channel normalisation of pixels scaled to [0, 1] (original toolkit's values).
-_C.DATASET.MEAN = [0.4914, 0.4822, 0.4465]
-_C.DATASET.STD = [0.2023, 0.1994, 0.2010]
+# For DATASET.NAME npz: one .npz holding x_train, y_train, x_test, y_test (uint8 images
+# (n, H, W), (n, H, W, C) or (n, C, H, W), or float features (n, d); labels 0 .. C-1).
+_C.DATASET.PATH = ""
+# Fraction of the records held out as the test split, for data sets without an official
+# one (purchase100, texas100: seeded, class-stratified); -1: the data set's default (0.2).
+_C.DATASET.TEST_FRACTION = -1.0
+# Per-channel normalisation of pixels scaled to [0, 1] (per feature for feature vectors);
+# []: the data set's (CIFAR-10: the original toolkit's values; binary features: none;
+# npz images: the train split's own mean and std).
+_C.DATASET.MEAN = []
+_C.DATASET.STD = []
 # Records of the train split given to the victim (class-balanced); the rest is the
 # shadow pool, split into two equal halves (shadow "in" pool and shadow "out" pool).
 _C.DATASET.VICTIM_POOL_SIZE = 15000
@@ -31,16 +43,22 @@ _C.DATASET.VICTIM_POOL_SIZE = 15000
 # VICTIM: victims/ (the model under attack)
 # ------------------------------------------------------------------------------------ #
 _C.VICTIM = CN()
-# Number of classes of the victim's task (= posterior width fed to the attack).
-_C.VICTIM.NUM_CLASSES = 10
-# Input channels of the victim's images: 3 for RGB, 1 for greyscale.
-_C.VICTIM.IN_FEATURES = 3
+# Number of classes of the victim's task (= posterior width fed to the attack);
+# -1: the data set's.
+_C.VICTIM.NUM_CLASSES = -1
+# Input channels of images (3 RGB, 1 greyscale) or inputs per feature vector (600 for
+# purchase100); -1: the data set's.
+_C.VICTIM.IN_FEATURES = -1
 # Path of a victim checkpoint (.pth written by this toolkit) to load instead of
 # training one; empty: train the victim.
 _C.VICTIM.CHECKPOINT = ""
 _C.VICTIM.MODEL = CN()
-# Architecture registry key; allowed: simplecnn, pytorchcnn, simplemlp.
+# Architecture registry key; allowed: simplecnn, pytorchcnn (images), simplemlp, mlp
+# (any records, flattened).
 _C.VICTIM.MODEL.ARCH = "simplecnn"
+# Hidden layer widths of simplemlp and mlp; []: the architecture's own (simplemlp 128;
+# mlp 1024-512-256-128, the usual Purchase-100/Texas-100 target).
+_C.VICTIM.MODEL.LAYER_DIMS = []
 _C.VICTIM.OPTIMIZER = CN()
 # Optimizer registry key; allowed: adam, adamw, sgd.
 _C.VICTIM.OPTIMIZER.NAME = "adam"
@@ -72,6 +90,9 @@ _C.SHADOW.NUM_MODELS = 10
 _C.SHADOW.MODEL = CN()
 # Architecture registry key (as VICTIM.MODEL.ARCH); empty: as VICTIM.
 _C.SHADOW.MODEL.ARCH = ""
+# Hidden layer widths (as VICTIM.MODEL.LAYER_DIMS); []: as VICTIM when the architecture
+# is the victim's, else the architecture's own.
+_C.SHADOW.MODEL.LAYER_DIMS = []
 _C.SHADOW.OPTIMIZER = CN()
 # Optimizer name, learning rate (ALPHA), weight decay (GAMMA), Adam betas, SGD
 # momentum, each as VICTIM.OPTIMIZER.*; empty, -1 or []: as VICTIM.
@@ -85,8 +106,8 @@ _C.SHADOW.CRITERION = ""
 _C.SHADOW.TRAIN = CN()
 # True: train shadows; False: reuse the attack data already in the run folder.
 _C.SHADOW.TRAIN.ENABLE = True
-# Dataset the shadows are drawn from; must equal DATASET.NAME.
-_C.SHADOW.TRAIN.DATASET = "cifar10"
+# Dataset the shadows are drawn from; empty or DATASET.NAME (the run has one data set).
+_C.SHADOW.TRAIN.DATASET = ""
 # A splits .npz (data_prep_examples/split_victim_shadow.py) holding victim_pool,
 # shadow_in_pool and shadow_out_pool indices; empty: split in the run from RNG_SEED.
 _C.SHADOW.TRAIN.DATA_PATH = ""
@@ -122,8 +143,8 @@ _C.ATTACKER = CN()
 # Zarifzadeh et al. 2024). lira_* and rmia need SHADOW.SAMPLING random_half. The first
 # method fills metrics.json's overall/per_class and scores.csv's score column.
 _C.ATTACKER.METHODS = ["shokri"]
-# Classes that get an attack model; records of other classes are left out.
-_C.ATTACKER.VICTIM_CLASSES = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+# Classes that get an attack model; records of other classes are left out; []: all.
+_C.ATTACKER.VICTIM_CLASSES = []
 _C.ATTACKER.MODEL = CN()
 # Attack architecture registry key; allowed: fcnet.
 _C.ATTACKER.MODEL.ARCH = "fcnet"
@@ -149,8 +170,8 @@ _C.ATTACKER.PRED_THRESHOLD = 0.5
 _C.ATTACKER.TRAIN = CN()
 # True: train attack models; False: load them from ATTACKER.TEST.CHECKPOINT_DIR.
 _C.ATTACKER.TRAIN.ENABLE = True
-# Dataset of the attack training records; must equal DATASET.NAME.
-_C.ATTACKER.TRAIN.DATASET = "cifar10"
+# Dataset of the attack training records; empty or DATASET.NAME.
+_C.ATTACKER.TRAIN.DATASET = ""
 # Epochs (the most; VAL_SHADOWS picks the best) and mini-batch size of each attack model.
 _C.ATTACKER.TRAIN.NUM_EPOCHS = 30
 _C.ATTACKER.TRAIN.BATCH_SIZE = 256
@@ -162,14 +183,14 @@ _C.ATTACKER.TRAIN.CHECKPOINT_DIR = ""
 _C.ATTACKER.TEST = CN()
 # True: evaluate the attack on the victim after training.
 _C.ATTACKER.TEST.ENABLE = True
-# Dataset of the evaluation records; must equal DATASET.NAME.
-_C.ATTACKER.TEST.DATASET = "cifar10"
+# Dataset of the evaluation records; empty or DATASET.NAME.
+_C.ATTACKER.TEST.DATASET = ""
 # An attack test set .npz (data_prep_examples/make_attack_test_set.py) holding
 # eval_in (victim-train indices) and eval_out (test-split indices); empty: built in
 # the run from the victim's train set and the test split.
 _C.ATTACKER.TEST.DATA_PATH = ""
-# Classes evaluated; must be a subset of ATTACKER.VICTIM_CLASSES.
-_C.ATTACKER.TEST.LABELS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+# Classes evaluated, a subset of ATTACKER.VICTIM_CLASSES; []: as ATTACKER.VICTIM_CLASSES.
+_C.ATTACKER.TEST.LABELS = []
 # Records per mini-batch at evaluation (inference only: larger is faster).
 _C.ATTACKER.TEST.BATCH_SIZE = 1024
 # Folder holding attack_model_<k>/checkpoint.pth to evaluate; empty: this run's

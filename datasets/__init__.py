@@ -1,7 +1,8 @@
-"""Datasets held whole in memory as tensors, their splits, and the attack-data container."""
+"""Data sets held whole in memory as tensors (registry in datasets/registry.py), their
+splits, and the attack-data container."""
 
 from datasets.attack_data import AttackData, ReferenceData
-from datasets.cifar10 import DATASETS, DatasetInfo, get_dataset_info, load_dataset
+from datasets.registry import DATASETS, DatasetInfo, get_dataset_info, load_dataset, reads_path
 
 __all__ = ["AttackData", "ReferenceData", "DATASETS", "DatasetInfo", "get_dataset_info",
-           "load_dataset"]
+           "load_dataset", "reads_path"]

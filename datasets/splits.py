@@ -55,3 +55,20 @@ def build_eval_set(victim_train, train_labels, test_labels, balanced, seed):
         eval_in = stratified_sample(eval_in, train_labels, n, rng)
         eval_out = stratified_sample(eval_out, test_labels, n, rng)
     return {"eval_in": eval_in, "eval_out": eval_out}
+
+
+def split_train_test(labels, test_fraction, seed):
+    """(train, test) sorted int64 indices of a data set without an official test split:
+    round(test_fraction * n) test records, each class contributing in proportion to its
+    size (the largest remainders take the rounding)."""
+    labels = np.asarray(labels)
+    num_test = round(test_fraction * len(labels))
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * num_test / len(labels)
+    quota = np.floor(exact).astype(np.int64)
+    quota[np.argsort(quota - exact, kind="stable")[:num_test - quota.sum()]] += 1
+    rng = np.random.default_rng([seed, 6])
+    test = np.concatenate([rng.choice(np.nonzero(labels == c)[0], q, replace=False)
+                           for c, q in zip(classes, quota)] + [np.zeros(0, np.int64)])
+    test = np.sort(test).astype(np.int64)
+    return np.setdiff1d(np.arange(len(labels)), test), test

@@ -12,11 +12,12 @@ from victims import build_model
 INFERENCE_BATCH = 2048
 
 
-def build_classifier_pack(node, cfg, inputs, image_size, seeds, device):
-    """A pack (engine.pack.build_pack) of len(seeds) fresh `node.MODEL.ARCH` classifiers,
-    member j initialised from seeds[j]; inputs: (N, C, H, W) records it will see."""
+def build_classifier_pack(node, cfg, inputs, input_shape, seeds, device):
+    """A pack (engine.pack.build_pack) of len(seeds) fresh `node.MODEL.ARCH` classifiers
+    for records of input_shape, member j initialised from seeds[j]; inputs: (N, ...) the
+    records it will see (build_pack probes a few)."""
     models = seeded_models(lambda: build_model(node.MODEL.ARCH, cfg.VICTIM.NUM_CLASSES,
-                                               cfg.VICTIM.IN_FEATURES, image_size), seeds)
+                                               input_shape, node.MODEL.LAYER_DIMS), seeds)
     channels_last = len(seeds) > 1 or device.type == "cuda"
     fused = cfg.FUSED_CPU_KERNEL and device.type == "cpu"
     return build_pack(models, inputs, channels_last=channels_last, fused=fused,
@@ -26,7 +27,8 @@ def build_classifier_pack(node, cfg, inputs, image_size, seeds, device):
 def train_classifiers(ctx, data, node, seeds, train_idx, names, stop=None):
     """Train a fresh pack (one member per seed) on train_idx ((K, n) numpy global
     indices into data.all_x) with node's recipe; one TSV row per member and epoch."""
-    pack = build_classifier_pack(node, ctx.cfg, data.all_x, data.image_size, seeds, ctx.device)
+    pack = build_classifier_pack(node, ctx.cfg, data.all_x, data.input_shape, seeds,
+                                 ctx.device)
     optimizer = build_optimizer(pack.parameters(), node.OPTIMIZER, ctx.device)
 
     def on_epoch(epoch, losses):

@@ -1,11 +1,11 @@
-"""Data stage: the dataset as device tensors, the run's splits, and their preprocessing."""
+"""Data stage: the data set as device tensors, the run's splits, and their preprocessing."""
 
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from datasets import get_dataset_info, load_dataset
+from datasets import load_dataset
 from datasets.splits import build_eval_set, sample_victim_train, split_victim_shadow
 from utils.errors import UsageError
 from utils.io import load_npz, save_npz
@@ -20,22 +20,29 @@ class RunData:
     """Whole splits on the device plus the run's index arrays (numpy int64). A "global"
     index addresses all_x: the train split first, then the test split."""
 
-    all_x: torch.Tensor  # (60000, C, H, W) float32, normalised (normalised_images), on the device
-    all_y: torch.Tensor  # (60000,) int64, on the device
-    train_x: torch.Tensor  # views of all_x / all_y: (50000, ...) train split
+    all_x: torch.Tensor  # (N, C, H, W) or (N, d) float32, normalised once, on the device
+    all_y: torch.Tensor  # (N,) int64, on the device
+    train_x: torch.Tensor  # views of all_x / all_y: the train split (50000 for CIFAR-10)
     train_y: torch.Tensor
-    test_x: torch.Tensor  # (10000, ...) test split
+    test_x: torch.Tensor  # the test split
     test_y: torch.Tensor
-    splits: dict  # victim_pool, shadow_in_pool, shadow_out_pool, victim_train, eval_in, eval_out
-    image_size: int
+    # victim_pool, shadow_in_pool, shadow_out_pool, victim_train, eval_in, eval_out, and for
+    # a data set without an official test split train_records / test_records (file rows)
+    splits: dict
+    input_shape: tuple  # one record: (C, H, W) or (d,)
+    image_size: int  # H (= W) of image records; 0 for feature vectors
 
 
-def normalised_images(x, mean, std, device, chunk=8192):
-    """uint8 (N, C, H, W) images -> float32 on the device, scaled to [0, 1] and normalised
-    per channel. Done once per run (in chunks, to bound the temporaries), so a training
-    step only gathers its batch instead of converting it again every epoch."""
-    mean = torch.tensor(mean, device=device).view(-1, 1, 1) * 255
-    inv_std = 1 / (torch.tensor(std, device=device).view(-1, 1, 1) * 255)
+def normalised_inputs(x, mean, std, device, chunk=8192):
+    """Records -> float32 on the device: uint8 (N, C, H, W) images scaled to [0, 1] and
+    normalised per channel; (N, d) feature vectors normalised per feature, or only
+    converted when mean and std are empty. Done once per run (in chunks, to bound the
+    temporaries), so a training step only gathers its batch instead of converting it
+    again every epoch."""
+    images = x.dim() == 4
+    scale, shape = (255, (-1, 1, 1)) if images else (1, (-1,))
+    mean = torch.tensor(list(mean) or [0.0], device=device).view(shape) * scale
+    inv_std = 1 / (torch.tensor(list(std) or [1.0], device=device).view(shape) * scale)
     return torch.cat([(x[i:i + chunk].to(device).float() - mean) * inv_std
                       for i in range(0, len(x), chunk)])
 
@@ -75,10 +82,30 @@ def _load_eval(cfg, victim_train, train_y, test_y):
     return ev
 
 
+def load_records(cfg, device, download=None):
+    """(raw data set dict, (N, ...) float32 normalised records of the train then the test
+    split on the device, (N,) int64 labels there, (mean, std) used)."""
+    node = cfg.DATASET
+    raw = load_dataset(node.NAME, node.ROOT, node.DOWNLOAD if download is None else download,
+                       node.PATH, node.TEST_FRACTION, cfg.RNG_SEED)
+    mean, std = list(node.MEAN) or list(raw["mean"]), list(node.STD) or list(raw["std"])
+    all_x = normalised_inputs(torch.cat([raw["train_x"], raw["test_x"]]), mean, std, device)
+    all_y = torch.cat([raw["train_y"], raw["test_y"]]).to(device)
+    return raw, all_x, all_y, (mean, std)
+
+
+def make_run_data(raw, all_x, all_y, splits):
+    """RunData over the records of load_records and the run's index arrays."""
+    n, shape = len(raw["train_y"]), tuple(raw["train_x"].shape[1:])
+    return RunData(all_x=all_x, all_y=all_y, train_x=all_x[:n], train_y=all_y[:n],
+                   test_x=all_x[n:], test_y=all_y[n:], splits=splits, input_shape=shape,
+                   image_size=shape[1] if len(shape) == 3 else 0)
+
+
 def build_data(ctx):
     """Load the dataset, build or read the splits, save them; return RunData."""
-    cfg, device = ctx.cfg, ctx.device
-    raw = load_dataset(cfg.DATASET.NAME, cfg.DATASET.ROOT, cfg.DATASET.DOWNLOAD)
+    cfg, node = ctx.cfg, ctx.cfg.DATASET
+    raw, all_x, all_y, (mean, std) = load_records(cfg, ctx.device)
     train_y, test_y = raw["train_y"].numpy(), raw["test_y"].numpy()
     splits = _load_pools(cfg, train_y)
     if cfg.VICTIM.TRAIN.SET_SIZE > len(splits["victim_pool"]):
@@ -91,13 +118,10 @@ def build_data(ctx):
     splits["victim_train"] = sample_victim_train(splits["victim_pool"], train_y,
                                                  cfg.VICTIM.TRAIN.SET_SIZE, cfg.RNG_SEED)
     splits.update(_load_eval(cfg, splits["victim_train"], train_y, test_y))
+    splits.update({k: raw[k] for k in ("train_records", "test_records") if k in raw})
     if ctx.dist.is_main:
         save_npz(ctx.path(SPLITS_FILE), **splits)
     ctx.log.info("splits: %s", {k: len(v) for k, v in splits.items()})
-    info = get_dataset_info(cfg.DATASET.NAME)
-    all_x = normalised_images(torch.cat([raw["train_x"], raw["test_x"]]), cfg.DATASET.MEAN,
-                              cfg.DATASET.STD, device)
-    all_y = torch.cat([raw["train_y"], raw["test_y"]]).to(device)
-    n = len(train_y)
-    return RunData(all_x=all_x, all_y=all_y, train_x=all_x[:n], train_y=all_y[:n],
-                   test_x=all_x[n:], test_y=all_y[n:], splits=splits, image_size=info.image_size)
+    if (not node.MEAN and raw["mean"]) or (not node.STD and raw["std"]):
+        ctx.log.info("normalisation from the train split: mean %s, std %s", mean, std)
+    return make_run_data(raw, all_x, all_y, splits)

@@ -136,6 +136,3 @@ METHODS = {
     "lira_offline_fixed": _lira(online=False, fixed_variance=True),
     "rmia": _rmia,
 }
-# Methods that need reference models trained with and without each target.
-NEEDS_RANDOM_HALF = ("lira_online", "lira_online_fixed", "lira_offline", "lira_offline_fixed",
-                     "rmia")

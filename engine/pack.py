@@ -152,6 +152,8 @@ class _GroupedFlatten(nn.Module):
     def forward(self, x):  # (B, K*C, H, W) or (K, B, C, H, W) -> (K, C*H*W, B)
         if x.dim() == 4:
             return x.reshape(x.shape[0], self.k, -1).permute(1, 2, 0)
+        if x.dim() == 3:  # feature vectors, already (K, F, B) (ModelPack.forward)
+            return x
         return x.flatten(2).transpose(1, 2)
 
 

@@ -21,15 +21,15 @@ _SPLIT_KEYS = ("RNG_SEED", "VICTIM.TRAIN.SET_SIZE", "DATASET.VICTIM_POOL_SIZE",
 VICTIM_KEYS = ("DATASET", "VICTIM", "RNG_SEED", "SHADOW.TRAIN.DATA_PATH", "MIXED_PRECISION")
 
 
-def _load_victim(ckpt, path, node, inputs, device, fused):
+def _load_victim(ckpt, path, node, inputs, device, fused, input_shape):
     """A one-member pack holding the checkpoint's weights; UsageError if they do not fit.
-    inputs: (N, C, H, W) records it will see (engine.pack.build_pack probes a few)."""
+    inputs: (N, ...) records it will see (engine.pack.build_pack probes a few)."""
     arch, num_classes = node.MODEL.ARCH, node.NUM_CLASSES
     if ckpt.get("arch") != arch or ckpt.get("num_classes") != num_classes:
         raise UsageError(f"VICTIM.CHECKPOINT: {path} holds a '{ckpt.get('arch')}' with "
                          f"{ckpt.get('num_classes')} classes; the config asks for '{arch}' "
                          f"with {num_classes} (set VICTIM.MODEL.ARCH / VICTIM.NUM_CLASSES)")
-    model = build_model(arch, num_classes, node.IN_FEATURES, ckpt.get("image_size", 32))
+    model = build_model(arch, num_classes, input_shape, node.MODEL.LAYER_DIMS)
     try:
         model.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, KeyError, TypeError) as e:
@@ -55,7 +55,8 @@ def run_victim(ctx, data):
             diff = differing_keys(ckpt.get("fingerprint", {}), fp)
             raise UsageError(f"OUTPUT_DIR holds a victim made with other settings "
                              f"({'; '.join(diff[:3])}); use a new OUTPUT_DIR")
-        pack = _load_victim(ckpt, path, node, data.all_x, ctx.device, cfg.FUSED_CPU_KERNEL)
+        pack = _load_victim(ckpt, path, node, data.all_x, ctx.device, cfg.FUSED_CPU_KERNEL,
+                            data.input_shape)
         ctx.log.info("victim loaded from %s", path)
         split_diff = [d for d in differing_keys(ckpt.get("fingerprint", fp), fp)
                       if d.split(":")[0] in _SPLIT_KEYS]

@@ -20,7 +20,6 @@ import time
 import warnings
 
 import numpy as np
-import torch
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
@@ -28,13 +27,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from configs.config import build_cfg
-from datasets import get_dataset_info, load_dataset
 from datasets.attack_data import AttackData
 from engine.attack import build_attack, train_attack_models
-from engine.data import SPLITS_FILE, RunData, normalised_images
+from engine.data import SPLITS_FILE, load_records, make_run_data
 from engine.evaluate import victim_outputs
 from engine.methods import METHODS, Evidence
-from engine.pack import ModelPack
+from engine.pack import build_pack
 from engine.setup import CONFIG_FILE, RunContext
 from engine.shadows import ATTACK_DATA_FILE
 from engine.victim import CHECKPOINT_FILE, VICTIM_DIR
@@ -57,20 +55,16 @@ def load_run(run_dir, opts=()):
     cfg.freeze()
     ctx = RunContext(cfg=cfg, device=setup_device(cfg.DEVICE, cfg.USE_GPU), out_dir=run_dir,
                      log=logging.getLogger("mia"), tsv=NullTsv())
-    raw = load_dataset(cfg.DATASET.NAME, cfg.DATASET.ROOT, False)
+    raw, all_x, all_y, _ = load_records(cfg, ctx.device, download=False)
     splits = load_npz(os.path.join(run_dir, SPLITS_FILE), ("victim_train", "eval_in", "eval_out"))
-    all_x = normalised_images(torch.cat([raw["train_x"], raw["test_x"]]), cfg.DATASET.MEAN,
-                              cfg.DATASET.STD, ctx.device)
-    all_y = torch.cat([raw["train_y"], raw["test_y"]]).to(ctx.device)
-    n = len(raw["train_y"])
-    data = RunData(all_x=all_x, all_y=all_y, train_x=all_x[:n], train_y=all_y[:n],
-                   test_x=all_x[n:], test_y=all_y[n:], splits=splits,
-                   image_size=get_dataset_info(cfg.DATASET.NAME).image_size)
+    data = make_run_data(raw, all_x, all_y, splits)
     ckpt = load_checkpoint(os.path.join(run_dir, VICTIM_DIR, CHECKPOINT_FILE))
     node = cfg.VICTIM
-    model = build_model(node.MODEL.ARCH, node.NUM_CLASSES, node.IN_FEATURES, data.image_size)
+    model = build_model(node.MODEL.ARCH, node.NUM_CLASSES, data.input_shape,
+                        node.MODEL.LAYER_DIMS)
     model.load_state_dict(ckpt["state_dict"])
-    victim = ModelPack([model], channels_last=False).to(ctx.device).eval()
+    victim = build_pack([model], data.all_x, channels_last=False,
+                        name=node.MODEL.ARCH).to(ctx.device).eval()
     return ctx, data, victim
 
 

@@ -26,6 +26,13 @@ def pack_ranges(num_models, models_per_pack):
     return [range(s, min(s + size, num_models)) for s in range(0, num_models, size)]
 
 
+def filler_size(num_targets, set_size):
+    """Shadow-pool records that fill random_half's population up to 2 * set_size (and to an
+    even size, so that it splits into two equal halves)."""
+    size = max(0, 2 * set_size - num_targets)
+    return size + (num_targets + size) % 2
+
+
 def reference_population(splits, train_labels, num_train, set_size, num_population, seed):
     """For SHADOW.SAMPLING random_half (LiRA, RMIA): dict of global indices (train split
     0..num_train-1, test split after it) with
@@ -36,12 +43,11 @@ def reference_population(splits, train_labels, num_train, set_size, num_populati
     targets = np.r_[splits["eval_in"], splits["eval_out"] + num_train]
     shadow_pool = np.r_[splits["shadow_in_pool"], splits["shadow_out_pool"]]
     rng = np.random.default_rng([seed, 4])
-    filler_size = max(0, 2 * set_size - len(targets))
-    filler_size += (len(targets) + filler_size) % 2  # P splits into two equal halves
-    if filler_size + num_population > len(shadow_pool):
-        raise ValueError(f"the shadow pool ({len(shadow_pool)}) cannot give {filler_size} "
+    num_filler = filler_size(len(targets), set_size)
+    if num_filler + num_population > len(shadow_pool):
+        raise ValueError(f"the shadow pool ({len(shadow_pool)}) cannot give {num_filler} "
                          f"population records plus {num_population} RMIA records")
-    filler = stratified_sample(shadow_pool, train_labels, filler_size, rng)
+    filler = stratified_sample(shadow_pool, train_labels, num_filler, rng)
     rest = np.setdiff1d(shadow_pool, filler)
     population = stratified_sample(rest, train_labels, num_population, rng)
     return {"pool": np.r_[targets, filler].astype(np.int64), "num_targets": len(targets),

@@ -74,7 +74,7 @@ def test_damaged_dataset_is_a_usage_error(damage, culprit, data_root, tmp_path, 
 
 def test_checkpoint_of_another_architecture(data_root, tmp_path, capsys):
     ckpt = tmp_path / "other.pth"
-    save_checkpoint(ckpt, build_model("pytorchcnn", 10, 3).state_dict(), arch="pytorchcnn",
+    save_checkpoint(ckpt, build_model("pytorchcnn", 10, (3, 32, 32)).state_dict(), arch="pytorchcnn",
                     num_classes=10, in_channels=3, image_size=32)
     code, err = _run(capsys, tiny_opts(data_root, tmp_path / "run",
                                        **{"VICTIM.CHECKPOINT": str(ckpt)}))
@@ -83,7 +83,7 @@ def test_checkpoint_of_another_architecture(data_root, tmp_path, capsys):
 
 def test_checkpoint_whose_weights_do_not_fit(data_root, tmp_path, capsys):
     ckpt = tmp_path / "lying.pth"
-    save_checkpoint(ckpt, build_model("simplecnn", 7, 3).state_dict(), arch="simplecnn",
+    save_checkpoint(ckpt, build_model("simplecnn", 7, (3, 32, 32)).state_dict(), arch="simplecnn",
                     num_classes=10, in_channels=3, image_size=32)
     code, err = _run(capsys, tiny_opts(data_root, tmp_path / "run",
                                        **{"VICTIM.CHECKPOINT": str(ckpt)}))

@@ -77,21 +77,55 @@ BAD = [
     (["SHADOW.NUM_MODELS", "many"], "SHADOW.NUM_MODELS: expected int"),
     (["SHADOW.TRAIN.ENABLE", "3"], "SHADOW.TRAIN.ENABLE: expected bool"),
     (["ATTACKER.MODEL.LAYER_DIMS", "64"], "ATTACKER.MODEL.LAYER_DIMS: expected list"),
-    (["SHADOW.MODEL.ARCH", "resnet"], "SHADOW.MODEL.ARCH: bad value 'resnet'; allowed: pytorchcnn"),
+    (["SHADOW.MODEL.ARCH", "resnet"], "SHADOW.MODEL.ARCH: bad value 'resnet'; allowed: mlp, pytorchcnn"),
     (["VICTIM.MODEL.ARCH", "resnet"], "VICTIM.MODEL.ARCH: bad value 'resnet'"),
     (["ATTACKER.MODEL.ARCH", "svm"], "ATTACKER.MODEL.ARCH: bad value 'svm'; allowed: fcnet"),
     (["SHADOW.OPTIMIZER.NAME", "rmsprop"], "SHADOW.OPTIMIZER.NAME: bad value 'rmsprop'; allowed: adam"),
     (["VICTIM.CRITERION", "mse"], "VICTIM.CRITERION: bad value 'mse'; allowed: ce"),
     (["ATTACKER.CRITERION", "ce"], "ATTACKER.CRITERION: bad value 'ce'; allowed: bce"),
-    (["DATASET.NAME", "mnist"], "DATASET.NAME: unknown dataset 'mnist'; allowed: cifar10"),
+    (["DATASET.NAME", "svhn"], "DATASET.NAME: unknown dataset 'svhn'; allowed: cifar10, cifar100"),
+    (["DATASET.NAME", "npz"], "DATASET.PATH: empty; DATASET.NAME npz needs a .npz file"),
+    (["DATASET.PATH", "/tmp/x.npz"], "DATASET.PATH: bad value '/tmp/x.npz'; allowed: empty"),
+    (["DATASET.NAME", "purchase100"],
+     "VICTIM.MODEL.ARCH: simplecnn takes images (in_channels, image_size), not records of "
+     "shape (600,); allowed: mlp, simplemlp"),
+    (["DATASET.NAME", "texas100", "VICTIM.MODEL.ARCH", "mlp", "SHADOW.MODEL.ARCH", "pytorchcnn"],
+     "SHADOW.MODEL.ARCH: pytorchcnn takes images"),
+    (["VICTIM.MODEL.LAYER_DIMS", "[64]"],
+     "VICTIM.MODEL.LAYER_DIMS: simplecnn has no hidden layer widths to set"),
+    (["VICTIM.MODEL.ARCH", "mlp", "VICTIM.MODEL.LAYER_DIMS", "[64, 0]"],
+     "VICTIM.MODEL.LAYER_DIMS: bad value [64, 0]"),
+    (["VICTIM.IN_FEATURES", "1"], "VICTIM.IN_FEATURES: bad value 1; allowed: 3 for cifar10"),
+    (["DATASET.NAME", "mnist", "VICTIM.NUM_CLASSES", "100"],
+     "VICTIM.NUM_CLASSES: bad value 100; allowed: 10 for mnist"),
+    (["DATASET.MEAN", "[0.5]"], "DATASET.MEAN: bad value [0.5]; allowed: 3 numbers"),
+    (["DATASET.NAME", "mnist", "DATASET.STD", "[0.0]"], "DATASET.STD: bad value [0.0]"),
+    (["DATASET.TEST_FRACTION", "0.3"],
+     "DATASET.TEST_FRACTION: bad value 0.3; allowed: -1 (cifar10 comes with its own test split)"),
+    (["DATASET.NAME", "purchase100", "VICTIM.MODEL.ARCH", "mlp", "DATASET.TEST_FRACTION", "1"],
+     "DATASET.TEST_FRACTION: bad value 1.0; allowed: a fraction in (0, 1), or -1: 0.2"),
+    (["DATASET.NAME", "mnist", "DATASET.VICTIM_POOL_SIZE", "60000"],
+     "DATASET.VICTIM_POOL_SIZE: bad value 60000; allowed: 1 .. 59998 (the rest of mnist's 60000"),
+    (["DATASET.NAME", "purchase100", "VICTIM.MODEL.ARCH", "mlp",
+      "DATASET.VICTIM_POOL_SIZE", "157858"],
+     "DATASET.VICTIM_POOL_SIZE: bad value 157858; allowed: 1 .. 157857 (the rest of "
+     "purchase100's 157859 train records"),
+    (["DATASET.NAME", "texas100", "VICTIM.MODEL.ARCH", "mlp", "DATASET.TEST_FRACTION", "0.5",
+      "SHADOW.TRAIN.SET_SIZE", "9333"],
+     "SHADOW.TRAIN.SET_SIZE: bad value 9333; allowed: 1 .. 9332 (half of the 18665-record"),
+    (["SHADOW.SAMPLING", "random_half", "ATTACKER.RMIA.NUM_POPULATION", "25001"],
+     "ATTACKER.RMIA.NUM_POPULATION: bad value 25001; allowed: 1 .. 25000 (random_half shadows "
+     "take 10000 of the 35000-record shadow pool besides the 20000 evaluated records)"),
+    (["ATTACKER.VICTIM_CLASSES", "[1, 1]"], "ATTACKER.VICTIM_CLASSES: bad value [1, 1]"),
+    (["DATASET.NAME", "cifar100", "ATTACKER.TEST.LABELS", "[100]"],
+     "ATTACKER.TEST.LABELS: bad value [100]; allowed: a list of distinct class ids in 0 .. 99"),
     (["SHADOW.TRAIN.DATASET", "svhn"], "SHADOW.TRAIN.DATASET: bad value 'svhn'"),
     (["SHADOW.TRAIN.SET_SIZE", "20000"], "SHADOW.TRAIN.SET_SIZE: bad value 20000; allowed: 1 .. 17500"),
     (["VICTIM.TRAIN.SET_SIZE", "16000"], "VICTIM.TRAIN.SET_SIZE: bad value 16000"),
     (["DATASET.VICTIM_POOL_SIZE", "50000"], "DATASET.VICTIM_POOL_SIZE: bad value 50000"),
-    (["ATTACKER.VICTIM_CLASSES", "[]"], "ATTACKER.VICTIM_CLASSES: bad value []"),
     (["ATTACKER.VICTIM_CLASSES", "[0, 12]"], "ATTACKER.VICTIM_CLASSES: bad value [0, 12]"),
-    (["ATTACKER.TEST.LABELS", "[]"], "ATTACKER.TEST.LABELS: bad value []"),
-    (["ATTACKER.VICTIM_CLASSES", "[0, 1]"], "ATTACKER.TEST.LABELS: bad value"),
+    (["ATTACKER.VICTIM_CLASSES", "[0, 1]", "ATTACKER.TEST.LABELS", "[2]"],
+     "ATTACKER.TEST.LABELS: bad value [2]; allowed: a subset of ATTACKER.VICTIM_CLASSES=[0, 1]"),
     (["ATTACKER.PRED_THRESHOLD", "1.5"], "ATTACKER.PRED_THRESHOLD: bad value 1.5; allowed: a number in [0, 1]"),
     (["SHADOW.OPTIMIZER.ALPHA", "0"], "SHADOW.OPTIMIZER.ALPHA: bad value 0.0"),
     (["VICTIM.OPTIMIZER.ALPHA", "-0.1"], "VICTIM.OPTIMIZER.ALPHA: bad value -0.1"),
@@ -161,3 +195,72 @@ def test_cli_missing_dataset_is_a_usage_error(tmp_path):
     res = _cli("DATASET.ROOT", str(tmp_path / "nodata"), "DATASET.DOWNLOAD", "False",
                "OUTPUT_DIR", str(tmp_path / "run"))
     assert res.returncode == 2 and "DATASET.ROOT" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("name,classes,width,mean", [
+    ("cifar10", 10, 3, [0.4914, 0.4822, 0.4465]), ("cifar100", 100, 3, [0.5071, 0.4865, 0.4409]),
+    ("mnist", 10, 1, [0.1307]), ("fashionmnist", 10, 1, [0.286]),
+    ("purchase100", 100, 600, []), ("texas100", 100, 6169, [])])
+def test_classes_shapes_and_normalisation_follow_the_data_set(name, classes, width, mean):
+    arch = "simplecnn" if name in ("cifar10", "cifar100", "mnist", "fashionmnist") else "mlp"
+    cfg, derived = build_cfg("", ["DATASET.NAME", name, "VICTIM.MODEL.ARCH", arch])
+    assert cfg.VICTIM.NUM_CLASSES == classes and cfg.VICTIM.IN_FEATURES == width
+    assert cfg.DATASET.MEAN == mean and len(cfg.DATASET.STD) == len(mean)
+    assert cfg.ATTACKER.VICTIM_CLASSES == cfg.ATTACKER.TEST.LABELS == list(range(classes))
+    assert cfg.SHADOW.TRAIN.DATASET == cfg.ATTACKER.TEST.DATASET == name
+    assert ("VICTIM.NUM_CLASSES", classes) in derived  # logged, never silently set
+    assert cfg.DATASET.TEST_FRACTION == (0.2 if not mean else -1)
+
+
+def test_old_keys_are_accepted_when_they_agree():
+    cfg, derived = build_cfg("", ["VICTIM.NUM_CLASSES", "10", "VICTIM.IN_FEATURES", "3",
+                                  "SHADOW.TRAIN.DATASET", "cifar10",
+                                  "DATASET.MEAN", "[0.5, 0.5, 0.5]"])
+    keys = [k for k, _ in derived]
+    assert "VICTIM.NUM_CLASSES" not in keys and "DATASET.MEAN" not in keys
+    assert cfg.DATASET.MEAN == [0.5, 0.5, 0.5] and "DATASET.STD" in keys
+
+
+def test_mlp_widths_follow_the_victim_for_the_same_architecture():
+    opts = ["DATASET.NAME", "purchase100", "VICTIM.MODEL.ARCH", "mlp",
+            "VICTIM.MODEL.LAYER_DIMS", "[256, 128]"]
+    cfg, _ = build_cfg("", opts)
+    assert cfg.SHADOW.MODEL.LAYER_DIMS == [256, 128]
+    cfg, _ = build_cfg("", opts + ["SHADOW.MODEL.ARCH", "simplemlp"])
+    assert cfg.SHADOW.MODEL.LAYER_DIMS == []  # another architecture keeps its own widths
+
+
+@pytest.mark.parametrize("words", [
+    ["ATTACKER.METHODS", "[shokri,loss]"],
+    ["ATTACKER.METHODS", "[shokri, loss]"],  # the shell's words of an unquoted list
+    ["ATTACKER.METHODS", "[shokri,", "loss]"],
+    ["ATTACKER.METHODS", "['shokri', 'loss']"],
+])
+def test_cli_list_without_quotes(words, tmp_path):
+    cfg, _ = build_cfg("", words + ["OUTPUT_DIR", str(tmp_path)])
+    assert cfg.ATTACKER.METHODS == ["shokri", "loss"]
+    preset = tmp_path / "methods.yaml"
+    preset.write_text("ATTACKER:\n  METHODS: [shokri, loss]\n")
+    assert build_cfg(str(preset), ["OUTPUT_DIR", str(tmp_path)])[0].ATTACKER.METHODS == \
+        cfg.ATTACKER.METHODS
+    cfg, _ = build_cfg("", ["ATTACKER.MODEL.LAYER_DIMS", "[32,16]", "VICTIM.OPTIMIZER.BETAS",
+                            "[0.8,0.99]"])
+    assert cfg.ATTACKER.MODEL.LAYER_DIMS == [32, 16] and cfg.VICTIM.OPTIMIZER.BETAS == [0.8, 0.99]
+
+
+def test_config_checks_names_without_importing_the_engine():
+    code = ("import sys; from configs.config import build_cfg; build_cfg('', []); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'engine'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_name_lists_match_the_registries_they_name():
+    from attack_models.methods import METHOD_NAMES
+    from engine.methods import METHODS
+    from engine.optim import CRITERIA
+    from utils.optim_names import CRITERION_NAMES, OPTIMIZER_NAMES
+
+    assert tuple(METHODS) == METHOD_NAMES
+    assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES
+    assert {k: tuple(v) for k, v in CRITERIA.items()} == CRITERION_NAMES

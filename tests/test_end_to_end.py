@@ -75,7 +75,7 @@ def test_attack_data_format(tiny_run):
 
 def test_checkpoints_load_safely_into_the_architectures(tiny_run):
     ckpt = load_checkpoint(tiny_run / "victim" / "checkpoint.pth")
-    model = build_model(ckpt["arch"], ckpt["num_classes"], ckpt["in_channels"])
+    model = build_model(ckpt["arch"], ckpt["num_classes"], (ckpt["in_channels"], 32, 32))
     model.load_state_dict(ckpt["state_dict"])
     assert ckpt["metrics"]["train_size"] == 500 and "VICTIM" in ckpt["config"]
     a = load_checkpoint(tiny_run / "attacker_files" / "attack_model_3" / "checkpoint.pth")

@@ -11,11 +11,12 @@ import torch
 from scipy.stats import norm
 
 from attack_models.lira import lira_scores
+from attack_models.methods import NEEDS_RANDOM_HALF
 from attack_models.rmia import rmia_scores
 from attack_models.signals import SIGNALS, fit_threshold, scaled_logit, top3_sorted
 from configs.config import build_cfg
 from datasets import AttackData, ReferenceData
-from engine.methods import METHODS, NEEDS_RANDOM_HALF, Evidence, VictimOutputs
+from engine.methods import METHODS, Evidence, VictimOutputs
 from engine.report import write_report
 from utils.errors import UsageError
 from utils.metrics import auc_bootstrap_ci, auc_score

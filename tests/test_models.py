@@ -22,13 +22,16 @@ def _pytorchcnn(x, p):
     return F.linear(x, *p[8:10])
 
 
-def _simplemlp(x, p):
-    return F.linear(torch.tanh(F.linear(x.flatten(1), *p[0:2])), *p[2:4])
+def _mlp(x, p):  # simplemlp and mlp: (Linear, tanh) per hidden width, then Linear
+    x = x.flatten(1)
+    for i in range(0, len(p) - 2, 2):
+        x = torch.tanh(F.linear(x, *p[i:i + 2]))
+    return F.linear(x, *p[-2:])
 
 
 # Each registered architecture written out by hand from DESIGN.md, on its parameters in
 # registration order (p: weight, bias, weight, bias, ...): logits come out of a Linear.
-_BY_HAND = {"simplecnn": _simplecnn, "pytorchcnn": _pytorchcnn, "simplemlp": _simplemlp}
+_BY_HAND = {"simplecnn": _simplecnn, "pytorchcnn": _pytorchcnn, "simplemlp": _mlp, "mlp": _mlp}
 
 
 def test_every_architecture_has_a_hand_written_forward():
@@ -39,7 +42,7 @@ def test_every_architecture_has_a_hand_written_forward():
 @pytest.mark.parametrize("classes,channels,size", [(10, 3, 32), (7, 1, 28)])
 def test_classifier_outputs_logits(arch, classes, channels, size):
     torch.manual_seed(0)
-    model = build_model(arch, classes, channels, size).eval()
+    model = build_model(arch, classes, (channels, size, size)).eval()
     x = torch.randn(64, channels, size, size) * 3
     with torch.no_grad():
         out = model(x)
@@ -55,7 +58,7 @@ def test_classifier_outputs_logits(arch, classes, channels, size):
 
 
 def test_simplecnn_matches_shokri_shape():
-    model = build_model("simplecnn", 10, 3)
+    model = build_model("simplecnn", 10, (3, 32, 32))
     shapes = [tuple(p.shape) for p in model.parameters()]
     assert shapes == [(6, 3, 5, 5), (6,), (16, 6, 5, 5), (16,), (128, 400), (128,), (10, 128), (10,)]
 
@@ -73,6 +76,6 @@ def test_attack_model_outputs_one_logit(arch):
 
 def test_unknown_names_list_the_valid_ones():
     with pytest.raises(UsageError, match="simplecnn"):
-        build_model("resnet", 10, 3)
+        build_model("resnet", 10, (3, 32, 32))
     with pytest.raises(UsageError, match="fcnet"):
         build_attack_model("mlp", 10, [8])

@@ -12,7 +12,18 @@ from attack_models import ATTACK_MODELS, FCNet
 from engine.optim import CRITERIA
 from engine.pack import ModelList, ModelPack, build_pack, can_pack
 from engine.trainer import fit, predict, seeded_models
-from victims import MODELS
+from victims import MODELS, build_model, check_model
+
+# Architectures that take feature vectors (Purchase-100-like records of 20 features).
+_VECTOR_ARCHS = [a for a in sorted(MODELS) if not check_model(a, (20,))]
+
+
+_ARCH_SHAPES = [(a, (3, 32, 32)) for a in sorted(MODELS)] + [(a, (20,)) for a in _VECTOR_ARCHS]
+_ARCH_IDS = [f"{a}-{'image' if len(s) == 3 else 'vector'}" for a, s in _ARCH_SHAPES]
+
+
+def _builder(arch, shape=(3, 32, 32)):
+    return lambda: build_model(arch, 10, shape)
 
 # One float32 unit in the last place, relative: predict returns float32 outputs, which
 # round the float64 ones by up to half of it (5.8e-8 measured).
@@ -46,14 +57,14 @@ def _train(models, x, y, idx, seeds, criterion, opt, channels_last):
     return pack
 
 
-@pytest.mark.parametrize("arch", sorted(MODELS))
+@pytest.mark.parametrize("arch,shape", _ARCH_SHAPES, ids=_ARCH_IDS)
 @pytest.mark.parametrize("opt", ["adam", "sgd"])
-def test_pack_training_equals_one_by_one(arch, opt):
+def test_pack_training_equals_one_by_one(arch, shape, opt):
     torch.manual_seed(0)
-    x, y = torch.randn(120, 3, 32, 32), torch.randint(0, 10, (120,))
+    x, y = torch.randn(120, *shape), torch.randint(0, 10, (120,))
     idx = torch.stack([torch.randperm(120)[:40] for _ in range(3)])
     seeds = [11, 12, 13]
-    build = MODELS[arch]
+    build = _builder(arch, shape)
     crit = CRITERIA["classifier"]["ce"]
     pack = _train(seeded_models(build, seeds), x, y, idx, seeds, crit, opt, channels_last=True)
     for j, seed in enumerate(seeds):
@@ -237,13 +248,13 @@ def test_probe_leaves_the_random_generator_as_it_was():
     assert torch.equal(torch.get_rng_state(), state)
 
 
-@pytest.mark.parametrize("arch", sorted(MODELS))
-def test_pack_outputs_equal_each_members_own_forward(arch):
+@pytest.mark.parametrize("arch,shape", _ARCH_SHAPES, ids=_ARCH_IDS)
+def test_pack_outputs_equal_each_members_own_forward(arch, shape):
     # the pack gathers each member's records straight into its grouped layout
     torch.manual_seed(0)
-    x = torch.randn(50, 3, 32, 32)
+    x = torch.randn(50, *shape)
     idx = torch.stack([torch.randperm(50)[:20] for _ in range(3)])
-    models = seeded_models(MODELS[arch], [1, 2, 3])
+    models = seeded_models(_builder(arch, shape), [1, 2, 3])
     out = predict(ModelPack(copy.deepcopy(models)), x, idx, batch_size=8)
     for j, model in enumerate(models):
         with torch.no_grad():
@@ -260,7 +271,7 @@ def test_bf16_autocast_trains_float32_weights_on_cpu():
     packs = {}
     init = ModelPack(seeded_models(MODELS["simplecnn"], seeds)).member_state_dicts()[0]
     for amp in (False, True):
-        pack = ModelPack(seeded_models(MODELS["simplecnn"], seeds))
+        pack = ModelPack(seeded_models(_builder("simplecnn"), seeds))
         losses = []
         fit(pack, x, y, idx, epochs=6, batch_size=16, optimizer=_opt(pack.parameters(), "adam"),
             criterion=CRITERIA["classifier"]["ce"], seeds=seeds, desc="amp", amp=amp,

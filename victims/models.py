@@ -1,4 +1,8 @@
-"""Victim/shadow classifiers. Every model maps (B, C_in, H, W) images to (B, classes) logits."""
+"""Victim/shadow classifiers. Every model maps a batch of records, (B, C, H, W) images or
+(B, d) feature vectors, to (B, classes) logits."""
+
+import inspect
+import math
 
 from torch import nn
 
@@ -50,10 +54,10 @@ class PyTorchCNN(nn.Module):
 class SimpleMLP(nn.Module):
     """Flattened input, (Linear, tanh) per hidden width, then Linear to the classes."""
 
-    def __init__(self, num_classes=10, in_channels=3, image_size=32, hidden_dims=(128,)):
+    def __init__(self, num_classes=10, in_features=3072, layer_dims=(128,)):
         super().__init__()
-        layers, width = [nn.Flatten()], in_channels * image_size * image_size
-        for dim in hidden_dims:
+        layers, width = [nn.Flatten()], in_features
+        for dim in layer_dims:
             layers += [nn.Linear(width, dim), nn.Tanh()]
             width = dim
         layers.append(nn.Linear(width, num_classes))
@@ -63,11 +67,58 @@ class SimpleMLP(nn.Module):
         return self.net(x)
 
 
-MODELS = {"simplecnn": SimpleCNN, "pytorchcnn": PyTorchCNN, "simplemlp": SimpleMLP}
+class MLP(SimpleMLP):
+    """The usual Purchase-100 / Texas-100 target (Nasr et al. 2018): tanh, 1024-512-256-128."""
+
+    def __init__(self, num_classes=10, in_features=3072, layer_dims=(1024, 512, 256, 128)):
+        super().__init__(num_classes, in_features, layer_dims)
 
 
-def build_model(arch, num_classes, in_channels, image_size=32):
-    """A fresh classifier from the registry; raises UsageError naming the valid keys."""
+MODELS = {"simplecnn": SimpleCNN, "pytorchcnn": PyTorchCNN, "simplemlp": SimpleMLP, "mlp": MLP}
+
+
+def _arguments(num_classes, input_shape, layer_dims):
+    """What a classifier may take: num_classes, in_features (inputs per record) and, for
+    (C, H, W) images, in_channels and image_size; layer_dims when given."""
+    args = {"num_classes": num_classes, "in_features": math.prod(input_shape)}
+    if len(input_shape) == 3:
+        args.update(in_channels=input_shape[0], image_size=input_shape[1])
+    if layer_dims:
+        args["layer_dims"] = tuple(layer_dims)
+    return args
+
+
+def _missing(arch, input_shape):
+    """The image arguments `arch` takes that records of input_shape do not give: a class
+    taking in_features takes any records (flattened); one taking in_channels or
+    image_size but not in_features takes images only."""
+    params = inspect.signature(MODELS[arch]).parameters
+    if "in_features" in params or len(input_shape) == 3:
+        return []
+    return [n for n in ("in_channels", "image_size") if n in params]
+
+
+def check_model(arch, input_shape, layer_dims=()):
+    """Why `arch` cannot be built for records of input_shape with layer_dims (one line
+    naming the key), or "" when it can."""
     if arch not in MODELS:
-        raise UsageError(f"unknown architecture '{arch}'; allowed: {', '.join(sorted(MODELS))}")
-    return MODELS[arch](num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+        return f"MODEL.ARCH: unknown architecture '{arch}'; allowed: {', '.join(sorted(MODELS))}"
+    if layer_dims and "layer_dims" not in inspect.signature(MODELS[arch]).parameters:
+        return f"MODEL.LAYER_DIMS: {arch} has no hidden layer widths to set; leave it []"
+    missing = _missing(arch, input_shape)
+    if missing:
+        fit = [a for a in sorted(MODELS) if not _missing(a, input_shape)]
+        return (f"MODEL.ARCH: {arch} takes images ({', '.join(missing)}), not records of "
+                f"shape {tuple(input_shape)}; allowed: {', '.join(fit)}")
+    return ""
+
+
+def build_model(arch, num_classes, input_shape, layer_dims=()):
+    """A fresh classifier from the registry for records of input_shape ((C, H, W) or (d,)),
+    given the arguments its constructor takes; raises UsageError when it cannot be built."""
+    problem = check_model(arch, input_shape, layer_dims)
+    if problem:
+        raise UsageError(problem)
+    params = inspect.signature(MODELS[arch]).parameters
+    args = _arguments(num_classes, input_shape, layer_dims)
+    return MODELS[arch](**{k: v for k, v in args.items() if k in params})
