@@ -275,17 +275,20 @@ def run_shadows(ctx, data):
         _commit(ctx, store, results)
         bar.update(num_packs)
 
-    if dist.world_size == 1:
-        _train_packs(ctx, data, packs, ref, commit)
-    else:
-        for start in range(0, len(packs), per_round):
-            mine = packs[start + dist.rank * per_rank:start + (dist.rank + 1) * per_rank]
-            results = []
-            _train_packs(ctx, data, mine, ref, results.extend)
-            gathered = gather_to_main(results, dist)
-            if dist.is_main:
-                commit([r for rank in gathered for r in rank], len(packs[start:start + per_round]))
-    bar.close()
+    try:
+        if dist.world_size == 1:
+            _train_packs(ctx, data, packs, ref, commit)
+        else:
+            for start in range(0, len(packs), per_round):
+                mine = packs[start + dist.rank * per_rank:start + (dist.rank + 1) * per_rank]
+                results = []
+                _train_packs(ctx, data, mine, ref, results.extend)
+                gathered = gather_to_main(results, dist)
+                if dist.is_main:
+                    commit([r for rank in gathered for r in rank],
+                           len(packs[start:start + per_round]))
+    finally:  # now, also when stopped: closed at exit, it would print after the last line
+        bar.close()
     if not dist.is_main:
         return None, None, None
     metrics = [load_json(os.path.join(cfg.SHADOW.TRAIN.CHECKPOINT_DIR, f"{shadow_name(i)}.json"))
