@@ -195,6 +195,8 @@ def assert_cfg(cfg):
                           "SHADOW.TRAIN.SET_SIZE"], follow_ok=True)
     _check_positive(cfg, ["SHADOW.TRAIN.MODELS_PER_PACK", "NUM_THREADS", "RNG_SEED",
                           "USE_GPU", "NUM_WORKERS"], strict=False)
+    _check_positive(cfg, ["VICTIM.TRAIN.CHECKPOINT_MINUTES", "SHADOW.TRAIN.CHECKPOINT_MINUTES"],
+                    integer=False, strict=False)
 
     pool, train = cfg.DATASET.VICTIM_POOL_SIZE, info.num_train
     _check(pool < train - 1, "DATASET.VICTIM_POOL_SIZE", pool,
