@@ -278,6 +278,8 @@ def assert_cfg(cfg):
     _check_positive(cfg, ["SHADOW.TRAIN.MODELS_PER_PACK", "NUM_THREADS", "RNG_SEED",
                           "USE_GPU", "NUM_WORKERS"], strict=False)
     _check_sizes(cfg, num_train, num_test)
+    _check_positive(cfg, ["VICTIM.TRAIN.CHECKPOINT_MINUTES", "SHADOW.TRAIN.CHECKPOINT_MINUTES"],
+                    integer=False, strict=False)
 
     classes = cfg.ATTACKER.VICTIM_CLASSES
     valid = (f"a list of distinct class ids in 0 .. {info.num_classes - 1} "

@@ -80,6 +80,10 @@ _C.VICTIM.TRAIN.BATCH_SIZE = 64
 # Records the victim trains on, drawn class-balanced from the victim pool
 # (at most DATASET.VICTIM_POOL_SIZE); the paper's CIFAR-10 sizes: 2500 ... 15000.
 _C.VICTIM.TRAIN.SET_SIZE = 15000
+# Minutes between saves of the training in progress (weights, optimizer state, shuffle
+# generators, epoch) at epoch ends, so that a killed run resumes from it with the same
+# result; 0.0: no saves (a killed run trains the victim again).
+_C.VICTIM.TRAIN.CHECKPOINT_MINUTES = 0.0
 
 # ------------------------------------------------------------------------------------ #
 # SHADOW: shadow_models/ (models that imitate the victim on data of known membership)
@@ -130,6 +134,11 @@ _C.SHADOW.TRAIN.SAVE_CHECKPOINTS = False
 # one-by-one training up to float rounding. 0: automatic (up to 64 on CUDA; on CPU up
 # to 8, fewer when that leaves a NUM_WORKERS worker idle).
 _C.SHADOW.TRAIN.MODELS_PER_PACK = 0
+# Minutes between saves of each pack in training (stacked weights, optimizer state,
+# shuffle generators, epoch) at epoch ends, so that a killed run resumes inside the pack
+# with the same result; 0.0: only finished packs are kept. A save holds about 3x the
+# pack's weights (Adam) and is removed once the pack is saved.
+_C.SHADOW.TRAIN.CHECKPOINT_MINUTES = 0.0
 
 # ------------------------------------------------------------------------------------ #
 # ATTACKER: attack_models/ (one membership classifier per victim class)

@@ -24,9 +24,10 @@ def build_classifier_pack(node, cfg, inputs, input_shape, seeds, device):
                       name=node.MODEL.ARCH).to(device)
 
 
-def train_classifiers(ctx, data, node, seeds, train_idx, names, stop=None):
+def train_classifiers(ctx, data, node, seeds, train_idx, names, stop=None, checkpoint=None):
     """Train a fresh pack (one member per seed) on train_idx ((K, n) numpy global
-    indices into data.all_x) with node's recipe; one TSV row per member and epoch."""
+    indices into data.all_x) with node's recipe, resuming from and saving to the
+    TrainCheckpoint `checkpoint` (if any); one TSV row per member and epoch."""
     pack = build_classifier_pack(node, ctx.cfg, data.all_x, data.input_shape, seeds,
                                  ctx.device)
     optimizer = build_optimizer(pack.parameters(), node.OPTIMIZER, ctx.device)
@@ -41,7 +42,8 @@ def train_classifiers(ctx, data, node, seeds, train_idx, names, stop=None):
                criterion=get_criterion("classifier", node.CRITERION), seeds=seeds,
                desc=f"train {names[0]}" + ("+" if len(names) > 1 else ""),
                on_epoch=on_epoch, stop=stop, amp=ctx.cfg.MIXED_PRECISION,
-               step_graph=cuda_step_graph(ctx.cfg.CUDA_GRAPHS, ctx.device))
+               step_graph=cuda_step_graph(ctx.cfg.CUDA_GRAPHS, ctx.device),
+               checkpoint=checkpoint)
 
 
 def logits(pack, x, idx):

@@ -24,6 +24,15 @@ def run(cfg, derived=()):
     Under torchrun, every rank trains a share of the shadows; rank 0 does the rest."""
     start = time.perf_counter()
     ctx = setup_run(cfg, derived)
+    try:
+        return _run_stages(ctx, start)
+    finally:
+        ctx.close()
+
+
+def _run_stages(ctx, start):
+    """The stages of run(), in a set-up run folder; `start`: perf_counter at the call."""
+    cfg = ctx.cfg
     with StageTimer(ctx, "data"):
         data = build_data(ctx)
     if ctx.dist.is_main:

@@ -10,6 +10,7 @@ from engine.trainer import reset_step_graphs
 from utils.distributed import DistInfo, setup_distributed
 from utils.errors import UsageError
 from utils.io import save_text
+from utils.lock import LOCK_FILE, RunLock
 from utils.logging import NullTsv, TsvLog, setup_logger
 from utils.runtime import setup_device, setup_threads, versions
 
@@ -17,7 +18,8 @@ CONFIG_FILE = "config.yaml"
 TSV_FILE = "attack.log.tsv"
 # Files a run folder of this toolkit may hold; anything else marks a foreign folder.
 _RUN_FILES = {CONFIG_FILE, TSV_FILE, "run.log", "splits.npz", "metrics.json", "scores.csv",
-              "victim", "shadow_files", "attacker_files", "report.md", "roc.png", "hist.png"}
+              "victim", "shadow_files", "attacker_files", "report.md", "roc.png", "hist.png",
+              LOCK_FILE}
 
 
 @dataclass
@@ -31,9 +33,15 @@ class RunContext:
     tsv: TsvLog
     dist: DistInfo = field(default_factory=DistInfo)
     timing: dict = field(default_factory=dict)
+    lock: RunLock = None  # rank 0's hold on the run folder
 
     def path(self, *parts):
         return os.path.join(self.out_dir, *parts)
+
+    def close(self):
+        """Release the run folder (rank 0), however the run ended short of a kill."""
+        if self.lock is not None:
+            self.lock.release()
 
 
 def _check_output_dir(out_dir):
@@ -54,7 +62,9 @@ def _check_output_dir(out_dir):
 
 def setup_run(cfg, derived):
     """Create/reuse the run folder, write config.yaml, start logs; return the RunContext.
-    Under torchrun only rank 0 writes the folder; other ranks log to stdout."""
+    Rank 0 holds the folder's lock from here until ctx.close(): a second process on a held
+    folder is refused before it writes anything. Under torchrun only rank 0 writes the
+    folder; other ranks log to stdout."""
     out_dir = cfg.OUTPUT_DIR
     device = setup_device(cfg.DEVICE, cfg.USE_GPU)
     dist = setup_distributed(device.type)
@@ -67,8 +77,19 @@ def setup_run(cfg, derived):
         return RunContext(cfg=cfg, device=device, out_dir=out_dir, log=log, tsv=NullTsv(),
                           dist=dist)
     _check_output_dir(out_dir)
-    save_text(os.path.join(out_dir, CONFIG_FILE), cfg.dump())
-    log = setup_logger(out_dir)
+    lock = RunLock(out_dir).acquire()
+    try:
+        save_text(os.path.join(out_dir, CONFIG_FILE), cfg.dump())
+        log = setup_logger(out_dir)
+    except BaseException:
+        lock.release()
+        raise
+    if lock.stale:
+        log.info("took over %s from a run that ended without releasing it (pid host start: "
+                 "%s)", lock.path, lock.stale)
+    if lock.unsupported:
+        log.warning("WARNING: the file system of %s keeps no locks (%s): a second process on "
+                    "this folder would not be refused", out_dir, lock.unsupported)
     log.info("run folder %s  device %s  torch threads %d  processes %d", out_dir, device,
              torch.get_num_threads(), dist.world_size)
     for key, value in derived:
@@ -78,7 +99,7 @@ def setup_run(cfg, derived):
         log.warning("MIXED_PRECISION True on a CPU without AVX512-BF16/AMX: bf16 is emulated "
                     "here and likely slower than float32")
     return RunContext(cfg=cfg, device=device, out_dir=out_dir, log=log,
-                      tsv=TsvLog(os.path.join(out_dir, TSV_FILE)), dist=dist)
+                      tsv=TsvLog(os.path.join(out_dir, TSV_FILE)), dist=dist, lock=lock)
 
 
 class StageTimer:

@@ -17,11 +17,12 @@ from tqdm import tqdm
 
 from attack_models.signals import scaled_logit, true_class_prob
 from datasets import AttackData, ReferenceData
+from engine.checkpoint import TrainCheckpoint, remove_file
 from engine.classifier import logits, posteriors, train_classifiers
 from shadow_models import draw_random_half, draw_shadow_records, pack_ranges, reference_population
 from utils.distributed import broadcast_from_main, gather_to_main
 from utils.errors import UsageError
-from utils.fingerprint import differing_keys, fingerprint
+from utils.fingerprint import differing_keys, digest, fingerprint
 from utils.io import load_json, save_checkpoint, save_json
 from utils.runtime import ROLE_SHADOW, derive_seed
 
@@ -36,7 +37,8 @@ SHADOW_KEYS = ("DATASET", "SHADOW", "RNG_SEED", "VICTIM.NUM_CLASSES", "VICTIM.IN
 _RANDOM_HALF_KEYS = ("VICTIM.TRAIN.SET_SIZE", "DATASET.VICTIM_POOL_SIZE", "ATTACKER.TEST.BALANCED",
                      "ATTACKER.TEST.DATA_PATH", "ATTACKER.RMIA.NUM_POPULATION")
 _SHADOW_EXCLUDE = ("SHADOW.NUM_MODELS", "SHADOW.TRAIN.ENABLE", "SHADOW.TRAIN.CHECKPOINT_DIR",
-                   "SHADOW.TRAIN.SAVE_CHECKPOINTS", "SHADOW.TRAIN.MODELS_PER_PACK")
+                   "SHADOW.TRAIN.SAVE_CHECKPOINTS", "SHADOW.TRAIN.MODELS_PER_PACK",
+                   "SHADOW.TRAIN.CHECKPOINT_MINUTES")
 
 
 def shadow_fingerprint(cfg):
@@ -51,6 +53,11 @@ _AUTO_PACK = {"cpu": 8, "cuda": 64}
 
 def shadow_name(i):
     return f"shadow_{i:03d}"
+
+
+def _inflight_path(cfg, first):
+    """The in-flight checkpoint of the pack whose first member is shadow `first`."""
+    return os.path.join(cfg.SHADOW.TRAIN.CHECKPOINT_DIR, f"inflight_{shadow_name(first)}.pth")
 
 
 def models_per_pack(ctx):
@@ -107,7 +114,11 @@ def _train_pack(ctx, data, ids, ref, stop=None):
     train_idx, scored_idx, member = _draws(ctx, data, ids, ref)
     seeds = [derive_seed(cfg.RNG_SEED, ROLE_SHADOW, i) for i in ids]
     names = [shadow_name(i) for i in ids]
-    pack = train_classifiers(ctx, data, node, seeds, train_idx, names, stop=stop)
+    inflight = TrainCheckpoint(_inflight_path(cfg, ids[0]), node.TRAIN.CHECKPOINT_MINUTES,
+                               digest({"shadows": shadow_fingerprint(cfg), "ids": ids}),
+                               names[0] + ("+" if len(ids) > 1 else ""))
+    pack = train_classifiers(ctx, data, node, seeds, train_idx, names, stop=stop,
+                             checkpoint=inflight)
     probs = posteriors(pack, data.all_x, scored_idx)
     correct = (probs.argmax(-1).numpy() == labels[scored_idx])
     outputs = [None] * len(ids)
@@ -230,6 +241,8 @@ def _plan(ctx, store):
                              f"data; set it True or point OUTPUT_DIR at a run with shadows")
         if done:
             ctx.log.info("reusing %d shadow(s) already in %s", len(done & set(ids)), store.path)
+        for i in done:  # a kill between a pack's commit and the removal leaves its file
+            remove_file(_inflight_path(cfg, i))
         store.keep_shadows(done & set(ids))  # NUM_MODELS may have shrunk
         packs = [[i for i in p if i not in done]  # a grown fleet may half-fill a pack
                  for p in pack_ranges(len(ids), models_per_pack(ctx)) if not set(p) <= done
@@ -275,17 +288,20 @@ def run_shadows(ctx, data):
         _commit(ctx, store, results)
         bar.update(num_packs)
 
-    if dist.world_size == 1:
-        _train_packs(ctx, data, packs, ref, commit)
-    else:
-        for start in range(0, len(packs), per_round):
-            mine = packs[start + dist.rank * per_rank:start + (dist.rank + 1) * per_rank]
-            results = []
-            _train_packs(ctx, data, mine, ref, results.extend)
-            gathered = gather_to_main(results, dist)
-            if dist.is_main:
-                commit([r for rank in gathered for r in rank], len(packs[start:start + per_round]))
-    bar.close()
+    try:
+        if dist.world_size == 1:
+            _train_packs(ctx, data, packs, ref, commit)
+        else:
+            for start in range(0, len(packs), per_round):
+                mine = packs[start + dist.rank * per_rank:start + (dist.rank + 1) * per_rank]
+                results = []
+                _train_packs(ctx, data, mine, ref, results.extend)
+                gathered = gather_to_main(results, dist)
+                if dist.is_main:
+                    commit([r for rank in gathered for r in rank],
+                           len(packs[start:start + per_round]))
+    finally:  # now, also when stopped: closed at exit, it would print after the last line
+        bar.close()
     if not dist.is_main:
         return None, None, None
     metrics = [load_json(os.path.join(cfg.SHADOW.TRAIN.CHECKPOINT_DIR, f"{shadow_name(i)}.json"))
@@ -305,3 +321,5 @@ def _commit(ctx, store, results):
                     value=m["train_accuracy"])
         ctx.tsv.row(stage="shadow", model=name, metric="test_accuracy", value=m["test_accuracy"])
     store.save()
+    for m, _, _ in results:  # a committed pack's in-flight checkpoint bears its first member
+        remove_file(_inflight_path(ctx.cfg, m["shadow"]))

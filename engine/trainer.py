@@ -155,7 +155,7 @@ def graph_safe(optimizer):
 
 
 def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, optimizer, criterion,
-        seeds, desc, on_epoch=None, stop=None, amp=False, step_graph=None):
+        seeds, desc, on_epoch=None, stop=None, amp=False, step_graph=None, checkpoint=None):
     """Train every member of `pack` on its row of train_idx ((K, n) int64 on the device).
 
     inputs: (N, ...) tensor on the device; targets: (N,) on the device; criterion maps
@@ -166,7 +166,9 @@ def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, optimizer, crit
     forward pass (CUDA, or CPU with AVX512-BF16/AMX; the loss and the weights stay float32).
     step_graph: a callable (step, optimizer) -> step, CudaGraphStep or the run's GraphSteps,
     to run the full-size steps as a captured graph, used when the optimizer is graph_safe;
-    the last, shorter batch of an epoch runs eagerly.
+    the last, shorter batch of an epoch runs eagerly. checkpoint: a TrainCheckpoint
+    (engine/checkpoint.py); training resumes from the state it holds, and offers it the
+    state after every epoch but the last.
     """
     k, n = train_idx.shape
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
@@ -189,8 +191,10 @@ def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, optimizer, crit
 
     full = step_graph(step, optimizer) if step_graph and graph_safe(optimizer) else step
     pack.train()
-    bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False, dynamic_ncols=True)
-    perms = _shuffles(gens, n)
+    resumed = checkpoint.restore(pack, optimizer, gens) if checkpoint else None
+    first, perms = resumed or (0, _shuffles(gens, n))
+    bar = tqdm(range(first, epochs), desc=desc, unit="epoch", leave=False, dynamic_ncols=True,
+               initial=first, total=epochs)
     for epoch in bar:
         order = train_idx.gather(1, perms.to(train_idx.device))
         total.zero_()
@@ -208,6 +212,8 @@ def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, optimizer, crit
         bar.set_postfix(loss=f"{epoch_loss.mean():.4f}")
         if on_epoch:
             on_epoch(epoch, epoch_loss)
+        if checkpoint and epoch + 1 < epochs:
+            checkpoint.save_due(pack, optimizer, gens, perms, epoch + 1)
     return pack
 
 

@@ -4,21 +4,24 @@ import os
 
 import numpy as np
 
+from engine.checkpoint import TrainCheckpoint
 from engine.classifier import accuracy, posteriors, train_classifiers
 from engine.pack import build_pack
 from utils.errors import RunError, UsageError
-from utils.fingerprint import differing_keys, fingerprint
+from utils.fingerprint import differing_keys, digest, fingerprint
 from utils.io import load_checkpoint, save_checkpoint
 from utils.runtime import ROLE_VICTIM, derive_seed
 from victims import build_model
 
 VICTIM_DIR = "victim"
 CHECKPOINT_FILE = "checkpoint.pth"
+INFLIGHT_FILE = "inflight.pth"  # the training in progress (VICTIM.TRAIN.CHECKPOINT_MINUTES)
 # Keys that decide which records the victim trains on.
 _SPLIT_KEYS = ("RNG_SEED", "VICTIM.TRAIN.SET_SIZE", "DATASET.VICTIM_POOL_SIZE",
                "SHADOW.TRAIN.DATA_PATH", "DATASET.NAME")
 # Config keys whose change makes a trained victim invalid.
 VICTIM_KEYS = ("DATASET", "VICTIM", "RNG_SEED", "SHADOW.TRAIN.DATA_PATH", "MIXED_PRECISION")
+_VICTIM_EXCLUDE = ("VICTIM.CHECKPOINT", "VICTIM.TRAIN.CHECKPOINT_MINUTES")
 
 
 def _load_victim(ckpt, path, node, inputs, device, fused, input_shape):
@@ -42,7 +45,7 @@ def _load_victim(ckpt, path, node, inputs, device, fused, input_shape):
 def run_victim(ctx, data):
     """The trained victim as a one-member pack, and {train_accuracy, test_accuracy}."""
     cfg, node = ctx.cfg, ctx.cfg.VICTIM
-    fp = fingerprint(cfg, VICTIM_KEYS, exclude=("VICTIM.CHECKPOINT",))
+    fp = fingerprint(cfg, VICTIM_KEYS, exclude=_VICTIM_EXCLUDE)
     seed = derive_seed(cfg.RNG_SEED, ROLE_VICTIM)
     own = ctx.path(VICTIM_DIR, CHECKPOINT_FILE)
     path = node.CHECKPOINT or (own if os.path.exists(own) else "")
@@ -64,8 +67,10 @@ def run_victim(ctx, data):
             ctx.log.warning("WARNING: %s was trained on another split (%s); the evaluation's "
                             "members are this config's victim_train", path, "; ".join(split_diff))
     else:
+        inflight = TrainCheckpoint(ctx.path(VICTIM_DIR, INFLIGHT_FILE),
+                                   node.TRAIN.CHECKPOINT_MINUTES, digest(fp), "victim")
         pack = train_classifiers(ctx, data, node, [seed], data.splits["victim_train"][None],
-                                 ["victim"])
+                                 ["victim"], checkpoint=inflight)
     train_idx = data.splits["victim_train"]
     train_acc = accuracy(posteriors(pack, data.train_x, train_idx[None]),
                          data.train_y.cpu()[train_idx][None])[0]
@@ -79,6 +84,7 @@ def run_victim(ctx, data):
                         num_classes=node.NUM_CLASSES, in_channels=node.IN_FEATURES,
                         image_size=data.image_size, metrics=metrics, fingerprint=fp,
                         config=cfg.dump())
+        inflight.remove()
     ctx.log.info("victim: train accuracy %.4f, test accuracy %.4f", train_acc, test_acc)
     ctx.tsv.row(stage="victim", model="victim", metric="train_accuracy", value=train_acc)
     ctx.tsv.row(stage="victim", model="victim", metric="test_accuracy", value=test_acc)

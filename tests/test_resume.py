@@ -1,10 +1,13 @@
 """Crash safety: a run killed with SIGKILL at several points, then rerun with the same
-command, ends with the metrics of an uninterrupted run; Ctrl-C stops cleanly."""
+command, ends with the metrics of an uninterrupted run; Ctrl-C and SIGTERM stop cleanly;
+in-flight checkpoints resume inside a training; one process at a time writes a run folder."""
 
 import glob
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,9 +23,9 @@ _OPTS = {"NUM_WORKERS": "1", "SHADOW.NUM_MODELS": "4", "SHADOW.TRAIN.MODELS_PER_
 _COMPARED = ("overall", "per_class", "victim", "shadows")
 
 
-def _cmd(data_root, out):
+def _cmd(data_root, out, **extra):
     return [sys.executable, os.path.join(REPO, "run_attack.py"),
-            *tiny_opts(data_root, out, **_OPTS)]
+            *tiny_opts(data_root, out, **_OPTS, **extra)]
 
 
 def _metrics(out):
@@ -44,8 +47,10 @@ def _start_and_kill(cmd, out, ready, sig=signal.SIGKILL, timeout=300):
             proc.kill()
             pytest.fail(f"the run ended before the kill point: {proc.stderr.read()[-500:]}")
         time.sleep(0.05)
+    sent = time.perf_counter()
     proc.send_signal(sig)
     proc.wait(timeout=120)
+    proc.stop_seconds = time.perf_counter() - sent
     return proc
 
 
@@ -67,10 +72,29 @@ def _shadows_saved(count):
 
 
 @pytest.fixture(scope="module")
-def reference(data_root, tmp_path_factory):
+def reference_run(data_root, tmp_path_factory):
+    """An uninterrupted run, on whose folder a second process is started while the run is
+    paused (SIGSTOP) in victim training: (folder, run's pid, second process's result)."""
     out = tmp_path_factory.mktemp("uninterrupted")
-    subprocess.run(_cmd(data_root, out), cwd=REPO, check=True, capture_output=True)
-    return _metrics(out)
+    cmd = _cmd(data_root, out)
+    first = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    while not _tsv_has("train\tvictim\t3\t")(out) and first.poll() is None:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGSTOP)  # so that it cannot finish before the second starts
+    try:
+        started = time.perf_counter()
+        second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+        second.seconds = time.perf_counter() - started
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert first.wait(timeout=1800) == 0, first.stderr.read()[-2000:]
+    return out, first.pid, second
+
+
+@pytest.fixture(scope="module")
+def reference(reference_run):
+    return _metrics(reference_run[0])
 
 
 @pytest.mark.parametrize("point,ready", [
@@ -92,6 +116,8 @@ def test_sigkill_then_rerun_equals_uninterrupted(point, ready, reference, data_r
     subprocess.run(_cmd(data_root, out), cwd=REPO, check=True, capture_output=True)
     assert _metrics(out) == reference, point
     assert not glob.glob(str(out / "**" / "*.tmp"), recursive=True)
+    # the killed run died holding the folder's lock; the rerun took it over and said so
+    assert f"took over {out / 'run.lock'}" in (out / "run.log").read_text(), point
 
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(data_root, tmp_path):
@@ -102,3 +128,56 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(data_root, tmp_path):
     err = proc.stderr.read()
     assert "rerun the same command" in err and "Traceback" not in err
     assert not glob.glob(str(out / "**" / "*.tmp"), recursive=True)
+
+
+def test_sigterm_mid_pack_stops_cleanly_then_rerun_equals_uninterrupted(reference, data_root,
+                                                                         tmp_path):
+    out = tmp_path / "run"
+    proc = _start_and_kill(_cmd(data_root, out), out, _tsv_has("train\tshadow_002\t4\t"),
+                           sig=signal.SIGTERM)
+    assert proc.returncode == 143
+    assert proc.stop_seconds < 30  # the pack's worker stops at its next step
+    err = proc.stderr.read()
+    assert "Traceback" not in err
+    assert err.rstrip().splitlines()[-1] == ("terminated (SIGTERM): rerun the same command "
+                                             "(same OUTPUT_DIR) to resume")
+    assert not glob.glob(str(out / "**" / "*.tmp"), recursive=True)
+    assert AttackData.load(out / "attacker_files" / "attack_data_train").shadow_ids() == [0, 1]
+    assert (out / "run.lock").read_text() == ""  # released: the folder was left in order
+    subprocess.run(_cmd(data_root, out), cwd=REPO, check=True, capture_output=True)
+    assert _metrics(out) == reference
+    assert "took over" not in (out / "run.log").read_text()
+
+
+def test_second_process_on_a_held_folder_is_refused_while_the_first_finishes(reference_run):
+    out, first_pid, second = reference_run
+    assert second.returncode == 1
+    assert second.seconds < 60  # at once: before any data is loaded
+    line = second.stderr.strip()
+    assert "\n" not in line and line.startswith(f"error: OUTPUT_DIR: {out} is in use by ")
+    assert f"process {first_pid} on host {socket.gethostname()}" in line
+    log = (out / "run.log").read_text()
+    assert log.count("run folder ") == 1 and "took over" not in log  # one writer, untouched
+    assert (out / "run.lock").read_text() == ""
+
+
+def test_kills_inside_victim_and_pack_resume_from_inflight_checkpoints(reference_run, data_root,
+                                                                       tmp_path):
+    out = tmp_path / "run"
+    every_epoch = {"VICTIM.TRAIN.CHECKPOINT_MINUTES": "1e-6",
+                   "SHADOW.TRAIN.CHECKPOINT_MINUTES": "1e-6"}
+    cmd = _cmd(data_root, out, **every_epoch)
+    victim_file = out / "victim" / "inflight.pth"
+    pack_file = out / "shadow_files" / "inflight_shadow_002.pth"
+    _start_and_kill(cmd, out, lambda o: _tsv_has("train\tvictim\t6\t")(o) and victim_file.exists())
+    _start_and_kill(cmd, out, lambda o: _tsv_has("train\tshadow_002\t5\t")(o)
+                    and pack_file.exists())
+    # CHECKPOINT_MINUTES changes no result, so it is no part of any fingerprint: the last
+    # run, without saves, still resumes the pack and keeps the victim
+    subprocess.run(_cmd(data_root, out), cwd=REPO, check=True, capture_output=True)
+    log = (out / "run.log").read_text()
+    assert int(re.search(r"victim: resuming after epoch (\d+)", log)[1]) >= 5
+    assert int(re.search(r"shadow_002\+: resuming after epoch (\d+)", log)[1]) >= 4
+    assert _metrics(out) == _metrics(reference_run[0])
+    assert (out / "scores.csv").read_text() == (reference_run[0] / "scores.csv").read_text()
+    assert not victim_file.exists() and not glob.glob(str(out / "shadow_files" / "inflight_*"))
