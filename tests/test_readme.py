@@ -43,7 +43,10 @@ def _run_attack_args(command):
         return None
     words = shlex.split(command)
     names = [i for i, w in enumerate(words) if w.endswith("run_attack.py")]
-    return words[names[0] + 1:] if names else None
+    if not names:
+        return None
+    args = words[names[0] + 1:]
+    return args[:-1] if args[-1:] == ["&"] else args  # a run started in the background
 
 
 @pytest.mark.parametrize("page,command", [pc for pc in _all_commands()
