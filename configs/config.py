@@ -296,9 +296,10 @@ def assert_cfg(cfg):
     _check(all(isinstance(d, int) and d > 0 for d in dims), "ATTACKER.MODEL.LAYER_DIMS", dims,
            "a list of positive integers (hidden layer widths)")
     _check_name("ATTACKER.MODEL.INPUT_SCALING", cfg.ATTACKER.MODEL.INPUT_SCALING, INPUT_SCALINGS)
-    _check(0 <= cfg.ATTACKER.TRAIN.VAL_SHADOWS < cfg.SHADOW.NUM_MODELS,
+    _check(-1 <= cfg.ATTACKER.TRAIN.VAL_SHADOWS < cfg.SHADOW.NUM_MODELS,
            "ATTACKER.TRAIN.VAL_SHADOWS", cfg.ATTACKER.TRAIN.VAL_SHADOWS,
-           f"0 .. SHADOW.NUM_MODELS - 1 = {cfg.SHADOW.NUM_MODELS - 1} (shadows held out)")
+           f"0 .. SHADOW.NUM_MODELS - 1 = {cfg.SHADOW.NUM_MODELS - 1} (shadows held out), "
+           f"or -1 (automatic)")
     _check(0.0 <= cfg.ATTACKER.PRED_THRESHOLD <= 1.0, "ATTACKER.PRED_THRESHOLD",
            cfg.ATTACKER.PRED_THRESHOLD, "a number in [0, 1]")
     methods = cfg.ATTACKER.METHODS
@@ -340,6 +341,9 @@ def infer_cfg(cfg):
     def put(key, value):
         _set(cfg, key, value)
         derived.append((key, value))
+
+    if cfg.ATTACKER.TRAIN.VAL_SHADOWS == -1:
+        put("ATTACKER.TRAIN.VAL_SHADOWS", 1 if cfg.SHADOW.NUM_MODELS > 1 else 0)
 
     info, _ = dataset_info(cfg)
     for key in _DATASET_KEYS:

@@ -185,8 +185,9 @@ _C.ATTACKER.TRAIN.DATASET = ""
 _C.ATTACKER.TRAIN.NUM_EPOCHS = 30
 _C.ATTACKER.TRAIN.BATCH_SIZE = 256
 # Shadows (the last ones) whose records are held out to pick, per class, the epoch with
-# the lowest validation loss; 0: train on every shadow, keep the last epoch (original).
-_C.ATTACKER.TRAIN.VAL_SHADOWS = 1
+# the lowest validation loss; 0: train on every shadow, keep the last epoch (original);
+# -1: 1 when there are at least 2 shadows, else 0.
+_C.ATTACKER.TRAIN.VAL_SHADOWS = -1
 # Folder for the attack data and attack models; empty: OUTPUT_DIR/attacker_files.
 _C.ATTACKER.TRAIN.CHECKPOINT_DIR = ""
 _C.ATTACKER.TEST = CN()

@@ -109,6 +109,9 @@ def test_attack_config_errors_name_the_key_and_what_is_allowed():
     with pytest.raises(UsageError, match=r"ATTACKER.TRAIN.VAL_SHADOWS: bad value 10; allowed: "
                                          r"0 \.\. SHADOW.NUM_MODELS - 1 = 9"):
         build_cfg("", ["ATTACKER.TRAIN.VAL_SHADOWS", "10"])
+    # automatic: one held-out shadow when there are two or more, none with one
+    assert build_cfg("", ["SHADOW.NUM_MODELS", "2"])[0].ATTACKER.TRAIN.VAL_SHADOWS == 1
+    assert build_cfg("", ["SHADOW.NUM_MODELS", "1"])[0].ATTACKER.TRAIN.VAL_SHADOWS == 0
     with pytest.raises(UsageError, match="ATTACKER.MODEL.INPUT_SCALING: bad value 'sqrt'; "
                                          "allowed: log, none"):
         build_cfg("", ["ATTACKER.MODEL.INPUT_SCALING", "sqrt"])
