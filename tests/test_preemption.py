@@ -81,7 +81,7 @@ def _train(tmp_path, epochs=4, kill_after=None, minutes=1e-6, tag="a"):
     x, y = torch.randn(150, 3, 32, 32, generator=gen), torch.randint(0, 10, (150,), generator=gen)
     idx = torch.stack([torch.randperm(150, generator=gen)[:100] for _ in range(2)])
     seeds = [11, 12]
-    pack = ModelPack(seeded_models(lambda: build_model("simplecnn", 10, 3, 32), seeds))
+    pack = ModelPack(seeded_models(lambda: build_model("simplecnn", 10, (3, 32, 32)), seeds))
     opt = torch.optim.Adam(pack.parameters(), lr=1e-3, fused=True)
     ckpt = TrainCheckpoint(str(tmp_path / "inflight.pth"), minutes, tag, "pack")
 
