@@ -184,7 +184,8 @@ def test_crafted_pickle_is_refused_without_running_it(tiny_run, tmp_path):
 
 
 def test_random_half_run_with_every_method(data_root, tmp_path):
-    from engine.methods import METHODS, NEEDS_RANDOM_HALF
+    from attack_models.methods import NEEDS_RANDOM_HALF
+    from engine.methods import METHODS
 
     out = tmp_path / "lira"
     opts = tiny_opts(data_root, out, **{"SHADOW.SAMPLING": "random_half",
