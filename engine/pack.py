@@ -25,7 +25,7 @@ from torch import nn
 
 from attack_models import LogPosteriors
 from engine.fused import conv_pool, load_kernel
-from engine.trainer import _INIT_LOCK
+from engine.trainer import INIT_LOCK
 from utils.errors import UsageError
 
 
@@ -283,7 +283,7 @@ def build_pack(models, inputs, *, channels_last=True, fused=False, name=""):
     probe = inputs[:_PROBE_RECORDS].detach().cpu()
     key = (type(model), repr(model), tuple(probe.shape[1:]), probe.dtype)
     # the probe's RNG use (forked) must not interleave with a thread seeding its models
-    with _INIT_LOCK:
+    with INIT_LOCK:
         if key not in _VERDICTS:
             _VERDICTS[key] = _why_not_packable(model, probe)
             if _VERDICTS[key]:

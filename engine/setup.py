@@ -88,7 +88,7 @@ def setup_run(cfg, derived):
         log.info("took over %s from a run that ended without releasing it (pid host start: "
                  "%s)", lock.path, lock.stale)
     if lock.unsupported:
-        log.warning("WARNING: the file system of %s keeps no locks (%s): a second process on "
+        log.warning("the file system of %s keeps no locks (%s): a second process on "
                     "this folder would not be refused", out_dir, lock.unsupported)
     log.info("run folder %s  device %s  torch threads %d  processes %d", out_dir, device,
              torch.get_num_threads(), dist.world_size)

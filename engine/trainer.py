@@ -23,14 +23,14 @@ class Interrupted(Exception):
 # Layers initialise their weights from torch's one process-wide CPU generator: packs built
 # in worker threads at the same time would draw from it in turns (and give different
 # models from run to run), so building seeded models is one thread at a time.
-_INIT_LOCK = threading.Lock()
+INIT_LOCK = threading.Lock()
 
 
 def seeded_models(build_fn, seeds):
     """One model per seed, each initialised under torch.manual_seed(seed) (CPU); safe to
     call from several threads at once."""
     models = []
-    with _INIT_LOCK:
+    with INIT_LOCK:
         for seed in seeds:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
