@@ -5,7 +5,9 @@ from attack_models.fcnet import (
     INPUT_SCALINGS,
     FCNet,
     LogPosteriors,
+    RankFeatures,
     build_attack_model,
 )
 
-__all__ = ["ATTACK_MODELS", "INPUT_SCALINGS", "FCNet", "LogPosteriors", "build_attack_model"]
+__all__ = ["ATTACK_MODELS", "INPUT_SCALINGS", "FCNet", "LogPosteriors", "RankFeatures",
+           "build_attack_model"]

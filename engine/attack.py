@@ -6,6 +6,7 @@ its model from the epoch with the lowest loss on them."""
 
 import os
 from collections import defaultdict
+from functools import partial
 
 import numpy as np
 import torch
@@ -37,11 +38,12 @@ def attack_model_path(folder, k):
     return os.path.join(folder, f"attack_model_{k}", "checkpoint.pth")
 
 
-def build_attack(cfg, in_features=None):
-    """A fresh ATTACKER.MODEL; in_features defaults to the victim's posterior width."""
+def build_attack(cfg, in_features=None, column=0):
+    """A fresh ATTACKER.MODEL; in_features defaults to the victim's posterior width;
+    column: the input column of the model's own class."""
     m = cfg.ATTACKER.MODEL
     return build_attack_model(m.ARCH, in_features or cfg.VICTIM.NUM_CLASSES, m.LAYER_DIMS,
-                              m.INPUT_SCALING)
+                              m.INPUT_SCALING, column)
 
 
 def load_attack_models(cfg, folder, fp=None):
@@ -55,7 +57,7 @@ def load_attack_models(cfg, folder, fp=None):
         ckpt = load_checkpoint(path)
         if fp is not None and ckpt.get("fingerprint") != fp:
             return None
-        model = build_attack(cfg)
+        model = build_attack(cfg, column=k)
         try:
             model.load_state_dict(ckpt["state_dict"])
         except (RuntimeError, KeyError) as e:
@@ -66,17 +68,20 @@ def load_attack_models(cfg, folder, fp=None):
     return models
 
 
-def fit_attack_pack(ctx, x, y, seed_ids, names, in_features=None, val=None):
+def fit_attack_pack(ctx, x, y, seed_ids, names, columns, in_features=None, val=None):
     """Train one ATTACKER.MODEL per name with the ATTACKER recipe, as one pack: member j
     on its equal share of the rows of x ((len(names) * n, F) float32 posteriors) and y
-    ((..,) 1/0), initialised from seed_ids[j]. val: per member an (x_j, y_j) pair of
+    ((..,) 1/0), initialised from seed_ids[j], its own class in input column columns[j]
+    (its input scaling fitted to its rows). val: per member an (x_j, y_j) pair of
     held-out rows; each member then ends with its weights from the epoch of lowest mean
     loss on them. Returns the trained pack (on ctx.device)."""
     cfg = ctx.cfg
     seeds = [derive_seed(cfg.RNG_SEED, ROLE_ATTACK, i) for i in seed_ids]
     x = torch.as_tensor(x)
-    pack = build_pack(seeded_models(lambda: build_attack(cfg, in_features), seeds), x,
-                      name=cfg.ATTACKER.MODEL.ARCH).to(ctx.device)
+    models = _attack_models(cfg, seeds, columns, in_features)
+    for model, rows in zip(models, x.view(len(names), -1, x.shape[1])):
+        model.fit_input(rows)
+    pack = build_pack(models, x, name=cfg.ATTACKER.MODEL.ARCH).to(ctx.device)
     idx = torch.arange(len(y), device=ctx.device).view(len(names), -1)
     criterion = get_criterion("attack", cfg.ATTACKER.CRITERION)
     best = _BestEpoch(pack, val, criterion, ctx.device) if val else None
@@ -99,10 +104,16 @@ def fit_attack_pack(ctx, x, y, seed_ids, names, in_features=None, val=None):
         return pack
     ctx.log.info("attack models: epoch of lowest validation loss %s",
                  dict(zip(names, best.epochs)))
-    models = seeded_models(lambda: build_attack(cfg, in_features), seeds)
+    models = _attack_models(cfg, seeds, columns, in_features)
     for model, state in zip(models, best.states):
         model.load_state_dict(state)
     return build_pack(models, x, name=cfg.ATTACKER.MODEL.ARCH).to(ctx.device)
+
+
+def _attack_models(cfg, seeds, columns, in_features):
+    """Fresh ATTACKER.MODELs, model j initialised from seeds[j], own column columns[j]."""
+    return [seeded_models(partial(build_attack, cfg, in_features, column), [seed])[0]
+            for seed, column in zip(seeds, columns)]
 
 
 class _BestEpoch:
@@ -153,7 +164,7 @@ def _train_group(ctx, classes, parts):
     x = np.concatenate([parts[k][0] for k in classes])
     y = np.concatenate([parts[k][1] for k in classes])
     val = [(parts[k][2], parts[k][3]) for k in classes]
-    pack = fit_attack_pack(ctx, x, y, classes, [f"attack_model_{k}" for k in classes],
+    pack = fit_attack_pack(ctx, x, y, classes, [f"attack_model_{k}" for k in classes], classes,
                            val=val if ctx.cfg.ATTACKER.TRAIN.VAL_SHADOWS else None)
     return pack.member_state_dicts()
 

@@ -54,7 +54,7 @@ def _build():
             log.info("compiling the fused CPU kernel: a one-time build per machine, about "
                      "%d s on 2 cores (later runs load it from the cache)", _BUILD_SECONDS)
         start = time.perf_counter()
-        module = load(name=name, sources=[_SOURCE],
+        module = load(name=name, sources=[_stable_source(name)],
                       extra_cflags=["-O3", *_MARCH.get(capability, []), *omp],
                       extra_ldflags=omp, verbose=False)
         log.info("fused CPU kernel ready in %.1f s (convolution + max-pool, %s build; "
@@ -66,6 +66,29 @@ def _build():
         log.warning("fused CPU kernel unavailable (%s); using PyTorch's ops "
                     "(set FUSED_CPU_KERNEL False to skip the attempt)", reason[:200])
         return None
+
+
+def _stable_source(name):
+    """The kernel's source copied beside torch's extension cache (rewritten only when its
+    text changed): the build then names one path whatever the clone, so two clones (or
+    worktrees) of the repository share one build instead of rebuilding in turn."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
+    path = os.path.join(root, f"{name}_source", os.path.basename(_SOURCE))
+    text = _read(_SOURCE)
+    if not os.path.exists(path) or _read(path) != text:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(text)
+        os.replace(tmp, path)  # atomic: a concurrent build reads the old or the new text
+    return path
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def _is_cached(name):

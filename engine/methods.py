@@ -92,7 +92,8 @@ def _ml_leaks(ctx, ev, v):
     store = ev.attack_data.store
     x = np.concatenate([top3_sorted(e["data"]) for e in store.values()])
     y = np.concatenate([e["labels"] for e in store.values()])
-    pack = fit_attack_pack(ctx, x, y, [_ML_LEAKS_SEED], ["ml_leaks"], in_features=3)
+    pack = fit_attack_pack(ctx, x, y, [_ML_LEAKS_SEED], ["ml_leaks"], [0],
+                           in_features=3)  # its own column: the largest posterior
     feats = torch.as_tensor(top3_sorted(v.probs), device=ctx.device)
     out = predict(pack, feats, torch.arange(len(feats), device=ctx.device)[None],
                   batch_size=cfg.ATTACKER.TEST.BATCH_SIZE)

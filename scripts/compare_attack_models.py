@@ -123,7 +123,8 @@ def figures(membership, scores):
     """(AUC, TPR at 1 % FPR, TPR at 0.1 % FPR) over the scored records."""
     keep = ~np.isnan(scores)
     m, s = membership[keep], scores[keep]
-    return auc_score(m, s), tpr_at_fpr(m, s, 0.01), tpr_at_fpr(m, s, 0.001)
+    tpr = tpr_at_fpr(m, s, (0.01, 0.001))
+    return auc_score(m, s), tpr["0.01"], tpr["0.001"]
 
 
 def compare(run_dir, opts=(), log=print):

@@ -7,10 +7,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import scipy.special
 import torch
 
 import engine.attack
-from attack_models import FCNet, LogPosteriors, build_attack_model
+from attack_models import FCNet, LogPosteriors, RankFeatures, build_attack_model
 from configs.config import build_cfg
 from conftest import REPO
 from datasets.attack_data import AttackData
@@ -71,8 +72,46 @@ def test_fcnet_scales_its_input_as_its_pack_was_trained():
     assert torch.equal(model(x), model.net(torch.log(torch.clamp(x, min=1e-30))))
     plain = FCNet(C, [8]).eval()  # the original: posteriors as they are
     assert torch.equal(plain(x), plain.net(x))
-    with pytest.raises(UsageError, match="input scaling 'sqrt'; allowed: none, log"):
+    with pytest.raises(UsageError, match="input scaling 'sqrt'; allowed: none, log, rank"):
         build_attack_model("fcnet", C, [8], "sqrt")
+
+
+def test_rank_features_are_each_features_empirical_cdf_over_the_training_records():
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 3, (2000, C))
+    train = np.exp(z) / np.exp(z).sum(1, keepdims=True)  # no ties: a continuous CDF
+    model = FCNet(C, [8], "rank", column=3).double()
+    model.fit_input(train)
+    test = np.r_[train[:50], np.exp(z[:50] * 1.3) / np.exp(z[:50] * 1.3).sum(1, keepdims=True)]
+    got = model.scale(torch.as_tensor(test)).numpy()
+    # independently: the own column's log-odds from scipy, then numpy's quantiles and
+    # interpolation, mapped to [-1, 1] (values beyond the extremes clip)
+    raw = lambda p: np.c_[scipy.special.logit(p[:, 3]), p]  # noqa: E731
+    levels = np.linspace(0, 1, 256)
+    for j in range(C + 1):
+        q = np.quantile(raw(train)[:, j], levels)
+        want = np.interp(raw(test)[:, j], q, 2 * levels - 1)
+        np.testing.assert_allclose(got[:, j], want, atol=1e-6, err_msg=f"feature {j}")
+    assert got.shape == (100, C + 1)
+
+
+def test_rank_scaled_models_train_in_a_pack_each_with_its_own_class_and_quantiles(monkeypatch):
+    data, seen = _attack_data(), []
+    fit = engine.attack.fit
+    monkeypatch.setattr(engine.attack, "fit", lambda pack, x, y, idx, **kw: (
+        seen.append(pack), fit(pack, x, y, idx, **kw))[1])
+    ctx = _ctx("ATTACKER.MODEL.INPUT_SCALING", "rank", "ATTACKER.TRAIN.VAL_SHADOWS", "1")
+    states = train_attack_models(ctx, data)
+    assert isinstance(seen[0], ModelPack)  # the scaling's packed form, no fallback
+    for k, state in states.items():
+        assert int(state["scale.column"]) == k
+        rows = data.store[k]["data"][data.store[k]["shadow"] < SHADOWS - 1]  # trained on
+        mine = RankFeatures(C, k)
+        mine.fit(rows)
+        torch.testing.assert_close(state["scale.quantiles"], mine.quantiles)
+        # the saved model reloads to the same scores; members score higher (polarity)
+        entry = data.store[k]
+        assert auc_score(entry["labels"], _logits(ctx.cfg, state, entry["data"])) > 0.9
 
 
 def test_held_out_shadows_pick_each_models_epoch_and_are_not_trained_on(monkeypatch):
@@ -113,7 +152,7 @@ def test_attack_config_errors_name_the_key_and_what_is_allowed():
     assert build_cfg("", ["SHADOW.NUM_MODELS", "2"])[0].ATTACKER.TRAIN.VAL_SHADOWS == 1
     assert build_cfg("", ["SHADOW.NUM_MODELS", "1"])[0].ATTACKER.TRAIN.VAL_SHADOWS == 0
     with pytest.raises(UsageError, match="ATTACKER.MODEL.INPUT_SCALING: bad value 'sqrt'; "
-                                         "allowed: log, none"):
+                                         "allowed: log, none, rank"):
         build_cfg("", ["ATTACKER.MODEL.INPUT_SCALING", "sqrt"])
     data = _attack_data()
     data.keep_shadows([0])
