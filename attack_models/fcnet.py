@@ -22,20 +22,16 @@ _RANK_QUANTILES = 256
 
 
 def _own_log_odds(log_p, column):
-    """log(p_c / (1 - p_c)) of column c along dim 1, computed from the other columns' log
-    posteriors (so that p_c rounded to 1 keeps its margin): log_p (B, C) with column a
-    0-dim tensor, or (K, C, B) with column (K,) -> (B, 1) or (K, 1, B)."""
-    shape = [1] * log_p.dim()
-    shape[1] = log_p.shape[1]
-    cols = torch.arange(log_p.shape[1], device=log_p.device).view(shape)
-    own = cols == column.view(-1, *[1] * (log_p.dim() - 1))
+    """(B, 1) log(p_c / (1 - p_c)) of column c of (B, C) log posteriors, from the other
+    columns (so that a p_c rounded to 1 keeps its margin)."""
+    own = torch.arange(log_p.shape[1], device=log_p.device) == column
     rest = torch.logsumexp(log_p.masked_fill(own, float("-inf")), 1, keepdim=True)
-    return (log_p * own).sum(1, keepdim=True) - rest
+    return log_p[:, own] - rest
 
 
 def _cdf(x, quantiles):
-    """Empirical CDF in [-1, 1], interpolated between quantiles: x (..., F, B), quantiles
-    (..., F, Q) sorted along the last dim -> (..., F, B)."""
+    """Empirical CDF in [-1, 1], interpolated between quantiles: x (F, B), quantiles
+    (F, Q) sorted along the last dim -> (F, B)."""
     q = quantiles.shape[-1]
     i = torch.searchsorted(quantiles, x.contiguous()).clamp(1, q - 1)
     lo, hi = quantiles.gather(-1, i - 1), quantiles.gather(-1, i)
@@ -57,8 +53,7 @@ class RankFeatures(nn.Module):
 
     @staticmethod
     def raw(x, column):
-        """Posteriors (B, C) or (K, C, B) -> the features before ranking, (B, C + 1) or
-        (K, C + 1, B)."""
+        """(B, C) posteriors -> (B, C + 1) features before ranking."""
         return torch.cat([_own_log_odds(torch.log(torch.clamp(x, min=_LOG_FLOOR)), column),
                           x], 1)
 
@@ -71,26 +66,6 @@ class RankFeatures(nn.Module):
 
     def forward(self, x):
         return _cdf(self.raw(x, self.column).t(), self.quantiles).t()
-
-    @classmethod
-    def packed(cls, members):
-        """The grouped form engine/pack.py runs for K members (layout (K, C, B))."""
-        return _PackedRankFeatures(members)
-
-
-class _PackedRankFeatures(nn.Module):
-    """K RankFeatures as one: (K, C, B) posteriors -> (K, C + 1, B)."""
-
-    def __init__(self, members):
-        super().__init__()
-        self.register_buffer("column", torch.stack([m.column for m in members]))
-        self.register_buffer("quantiles", torch.stack([m.quantiles for m in members]))
-
-    def forward(self, x):
-        return _cdf(RankFeatures.raw(x, self.column), self.quantiles)
-
-    def member_state(self, j):
-        return {"column": self.column[j], "quantiles": self.quantiles[j]}
 
 
 # How the posteriors are turned into the first layer's input. An overfitted victim's

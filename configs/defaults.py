@@ -161,8 +161,10 @@ _C.ATTACKER.MODEL.ARCH = "fcnet"
 # (configs/original_attack.yaml restores the original's attack recipe: [64, 32, 16, 8]).
 _C.ATTACKER.MODEL.LAYER_DIMS = [64, 64]
 # Scaling of the posteriors before the first layer; allowed: none (as they are, the
-# original's), log (log posteriors floored at 1e-30: tells 1 - 1e-3 from 1 - 1e-6).
-_C.ATTACKER.MODEL.INPUT_SCALING = "log"
+# original's), log (log posteriors floored at 1e-30: tells 1 - 1e-3 from 1 - 1e-6), rank
+# ([log-odds of the model's own class, posteriors], each through its empirical CDF over
+# the model's training records, as a tree ensemble sees them).
+_C.ATTACKER.MODEL.INPUT_SCALING = "rank"
 _C.ATTACKER.OPTIMIZER = CN()
 # Optimizer name, learning rate, weight decay, Adam betas, SGD momentum (the original:
 # lr 1e-4, weight decay 5e-4, which 5 epochs leave far from trained).

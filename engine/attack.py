@@ -68,20 +68,25 @@ def load_attack_models(cfg, folder, fp=None):
     return models
 
 
-def fit_attack_pack(ctx, x, y, seed_ids, names, columns, in_features=None, val=None):
-    """Train one ATTACKER.MODEL per name with the ATTACKER recipe, as one pack: member j
-    on its equal share of the rows of x ((len(names) * n, F) float32 posteriors) and y
-    ((..,) 1/0), initialised from seed_ids[j], its own class in input column columns[j]
-    (its input scaling fitted to its rows). val: per member an (x_j, y_j) pair of
-    held-out rows; each member then ends with its weights from the epoch of lowest mean
-    loss on them. Returns the trained pack (on ctx.device)."""
+def fit_attack_models(ctx, x, y, seed_ids, names, columns, in_features=None, val=None):
+    """Train one ATTACKER.MODEL per name with the ATTACKER recipe: member j on its equal
+    share of the rows of x ((len(names) * n, F) float32 posteriors) and y ((..,) 1/0),
+    initialised from seed_ids[j], its own class in input column columns[j]. Each model's
+    input scaling is fitted to its rows and applied once; the networks behind it train as
+    one pack. val: per member an (x_j, y_j) pair of held-out rows; each member then ends
+    with its weights from the epoch of lowest mean loss on them. Returns the trained
+    models (eval mode, on ctx.device)."""
     cfg = ctx.cfg
     seeds = [derive_seed(cfg.RNG_SEED, ROLE_ATTACK, i) for i in seed_ids]
-    x = torch.as_tensor(x)
     models = _attack_models(cfg, seeds, columns, in_features)
-    for model, rows in zip(models, x.view(len(names), -1, x.shape[1])):
-        model.fit_input(rows)
-    pack = build_pack(models, x, name=cfg.ATTACKER.MODEL.ARCH).to(ctx.device)
+    x = torch.as_tensor(x)
+    rows = x.view(len(names), -1, x.shape[1])
+    for model, part in zip(models, rows):
+        model.fit_input(part)
+    with torch.no_grad():  # the scalings have no weights to learn: features once
+        x = torch.cat([m.scale(part) for m, part in zip(models, rows)])
+        val = val and [(m.scale(torch.as_tensor(vx)), vy) for m, (vx, vy) in zip(models, val)]
+    pack = build_pack([m.net for m in models], x, name=cfg.ATTACKER.MODEL.ARCH).to(ctx.device)
     idx = torch.arange(len(y), device=ctx.device).view(len(names), -1)
     criterion = get_criterion("attack", cfg.ATTACKER.CRITERION)
     best = _BestEpoch(pack, val, criterion, ctx.device) if val else None
@@ -100,14 +105,12 @@ def fit_attack_pack(ctx, x, y, seed_ids, names, columns, in_features=None, val=N
         criterion=criterion, seeds=seeds,
         desc=f"train {names[0]}" + ("+" if len(names) > 1 else ""), on_epoch=on_epoch,
         step_graph=cuda_step_graph(cfg.CUDA_GRAPHS, ctx.device))
-    if best is None:
-        return pack
-    ctx.log.info("attack models: epoch of lowest validation loss %s",
-                 dict(zip(names, best.epochs)))
-    models = _attack_models(cfg, seeds, columns, in_features)
-    for model, state in zip(models, best.states):
-        model.load_state_dict(state)
-    return build_pack(models, x, name=cfg.ATTACKER.MODEL.ARCH).to(ctx.device)
+    if best is not None:
+        ctx.log.info("attack models: epoch of lowest validation loss %s",
+                     dict(zip(names, best.epochs)))
+    for model, state in zip(models, best.states if best else pack.member_state_dicts()):
+        model.net.load_state_dict(state)
+    return [model.to(ctx.device).eval() for model in models]
 
 
 def _attack_models(cfg, seeds, columns, in_features):
@@ -164,9 +167,9 @@ def _train_group(ctx, classes, parts):
     x = np.concatenate([parts[k][0] for k in classes])
     y = np.concatenate([parts[k][1] for k in classes])
     val = [(parts[k][2], parts[k][3]) for k in classes]
-    pack = fit_attack_pack(ctx, x, y, classes, [f"attack_model_{k}" for k in classes], classes,
-                           val=val if ctx.cfg.ATTACKER.TRAIN.VAL_SHADOWS else None)
-    return pack.member_state_dicts()
+    models = fit_attack_models(ctx, x, y, classes, [f"attack_model_{k}" for k in classes],
+                               classes, val=val if ctx.cfg.ATTACKER.TRAIN.VAL_SHADOWS else None)
+    return [{key: t.detach().cpu() for key, t in m.state_dict().items()} for m in models]
 
 
 def run_attack_training(ctx, attack_data):

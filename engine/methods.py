@@ -18,7 +18,8 @@ from attack_models.signals import (
     top3_sorted,
     true_class_prob,
 )
-from engine.attack import fit_attack_pack
+from engine.attack import fit_attack_models
+from engine.pack import ModelList
 from engine.trainer import predict
 
 # Level of the one-sided tests (LiRA offline, RMIA) that turn scores into decisions.
@@ -92,10 +93,10 @@ def _ml_leaks(ctx, ev, v):
     store = ev.attack_data.store
     x = np.concatenate([top3_sorted(e["data"]) for e in store.values()])
     y = np.concatenate([e["labels"] for e in store.values()])
-    pack = fit_attack_pack(ctx, x, y, [_ML_LEAKS_SEED], ["ml_leaks"], [0],
-                           in_features=3)  # its own column: the largest posterior
+    model = fit_attack_models(ctx, x, y, [_ML_LEAKS_SEED], ["ml_leaks"], [0],
+                              in_features=3)[0]  # its own column: the largest posterior
     feats = torch.as_tensor(top3_sorted(v.probs), device=ctx.device)
-    out = predict(pack, feats, torch.arange(len(feats), device=ctx.device)[None],
+    out = predict(ModelList([model]), feats, torch.arange(len(feats), device=ctx.device)[None],
                   batch_size=cfg.ATTACKER.TEST.BATCH_SIZE)
     return torch.sigmoid(out[0, :, 0]).double().numpy(), cfg.ATTACKER.PRED_THRESHOLD
 

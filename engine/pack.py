@@ -163,12 +163,9 @@ _GROUPED = {nn.Conv2d: _GroupedConv2d, nn.Linear: _GroupedLinear,
 
 
 def _ungrouped(model):
-    """Names of the model's leaf module types that have no grouped form (a module may bring
-    its own: a classmethod `packed(members)` returning a module on the (K, F, B) layout
-    with member_state(j))."""
+    """Names of the model's leaf module types that have no grouped form."""
     return sorted({type(m).__name__ for _, m in _leaves(model)
-                   if not (type(m) in _GROUPED or hasattr(type(m), "packed")
-                           or isinstance(m, (*_ELEMENTWISE, nn.Flatten)))})
+                   if not (type(m) in _GROUPED or isinstance(m, (*_ELEMENTWISE, nn.Flatten)))})
 
 
 def can_pack(model):
@@ -210,8 +207,6 @@ class ModelPack(nn.Module):
         kind = type(mods[0])
         if kind in _GROUPED:
             return _GROUPED[kind](mods)
-        if hasattr(kind, "packed"):
-            return kind.packed(mods)
         if kind is nn.Flatten:
             return _GroupedFlatten(self.k)
         return mods[0]

@@ -11,7 +11,7 @@ import scipy.special
 import torch
 
 import engine.attack
-from attack_models import FCNet, LogPosteriors, RankFeatures, build_attack_model
+from attack_models import FCNet, RankFeatures, build_attack_model
 from configs.config import build_cfg
 from conftest import REPO
 from datasets.attack_data import AttackData
@@ -57,11 +57,13 @@ def test_log_scaled_models_train_in_a_pack_on_log_posteriors(monkeypatch):
     data, seen = _attack_data(), []
     fit = engine.attack.fit
     monkeypatch.setattr(engine.attack, "fit", lambda pack, x, y, idx, **kw: (
-        seen.append(pack), fit(pack, x, y, idx, **kw))[1])
+        seen.append((pack, x)), fit(pack, x, y, idx, **kw))[1])
     ctx = _ctx("ATTACKER.MODEL.INPUT_SCALING", "log", "ATTACKER.TRAIN.VAL_SHADOWS", "0")
     state = train_attack_models(ctx, data)[0]
-    assert isinstance(seen[0], ModelPack)  # the scaling is a layer the pack runs
-    assert isinstance(seen[0].layers[0], LogPosteriors)
+    pack, x = seen[0]
+    assert isinstance(pack, ModelPack)  # the networks behind the scaling, as one pack
+    rows = np.concatenate([data.store[k]["data"] for k in range(C)])
+    torch.testing.assert_close(x, torch.log(torch.clamp(torch.as_tensor(rows), min=1e-30)))
     entry = data.store[0]
     assert auc_score(entry["labels"], _logits(ctx.cfg, state, entry["data"])) > 0.9
 
@@ -102,7 +104,7 @@ def test_rank_scaled_models_train_in_a_pack_each_with_its_own_class_and_quantile
         seen.append(pack), fit(pack, x, y, idx, **kw))[1])
     ctx = _ctx("ATTACKER.MODEL.INPUT_SCALING", "rank", "ATTACKER.TRAIN.VAL_SHADOWS", "1")
     states = train_attack_models(ctx, data)
-    assert isinstance(seen[0], ModelPack)  # the scaling's packed form, no fallback
+    assert isinstance(seen[0], ModelPack)  # no fallback to one by one
     for k, state in states.items():
         assert int(state["scale.column"]) == k
         rows = data.store[k]["data"][data.store[k]["shadow"] < SHADOWS - 1]  # trained on

@@ -236,3 +236,16 @@ def test_scores_csv_fields():
                                  "10,0,1234567.9,3"]
     rows = list(csv.DictReader(text.splitlines()))
     assert float(rows[3]["score"]) == pytest.approx(1234567.891, rel=1e-7)
+
+
+def test_compare_attack_models_scores_the_runs_own_attack_beside_the_references(tiny_run):
+    from scripts.compare_attack_models import compare, table
+
+    rows = compare(str(tiny_run), log=lambda line: None)
+    names = [r[0] for r in rows]
+    assert names[0] == "shokri (run's settings)" and "random forest per class" in names
+    m = json.loads((tiny_run / "metrics.json").read_text())
+    # the run's own attack, retrained with its settings, scores as the run did
+    assert rows[0][1] == pytest.approx(m["overall"]["auc"], abs=1e-6)
+    assert all(0.5 < auc <= 1 and 0 <= t01 <= t1 <= 1 for _, auc, t1, t01, _ in rows)
+    assert table(rows).count("\n") == len(rows) + 1
