@@ -245,3 +245,44 @@ def test_a_run_with_two_views_stores_them_and_refuses_to_mix(data_root, tmp_path
     again = [x if x != "2" or opts[i - 1] != "ATTACKER.QUERY_AUGMENTATIONS" else "1"
              for i, x in enumerate(opts)]
     assert run_attack.main(again) == 2  # made with other shadow settings: refused
+
+
+def test_threshold_attacks_average_their_signal_over_views():
+    """loss with 3 views: log p_y averaged over views, for the shadows' records (the
+    class thresholds) and for the victim's, then the margin over the class threshold."""
+    from types import SimpleNamespace
+
+    from attack_models.signals import fit_threshold
+    from datasets import AttackData
+    from engine.methods import METHODS, Evidence, VictimOutputs
+
+    C, n, views = 4, 60, 3
+
+    def probs_of(z):
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    labels = RNG.integers(0, C, n)
+    member = RNG.random(n) < 0.5
+    z = RNG.normal(0, 1, (n, views, C))
+    z[np.arange(n), :, labels] += np.where(member, 3.0, 0.5)[:, None]
+    data = AttackData(range(C), C, num_views=views)
+    data.add(0, probs_of(z[:, 0]), labels, member.astype(int), views=probs_of(z))
+    vz = RNG.normal(0, 1, (n, views, C))
+    victim = VictimOutputs(logits=vz[:, 0], probs=probs_of(vz[:, 0]).astype(np.float32),
+                           labels=labels, routes=labels, view_logits=vz)
+    ctx = SimpleNamespace(cfg=SimpleNamespace(ATTACKER=SimpleNamespace(
+        TEST=SimpleNamespace(ROUTING="label", LABELS=list(range(C))))))
+    ev = Evidence(attack_data=data, reference=None, shokri_models=None, num_targets=n,
+                  num_pool=0)
+    got, threshold = METHODS["loss"](ctx, ev, victim)
+
+    def mean_loss(zz, y):
+        return np.mean([np.log(probs_of(zz[:, a])[np.arange(len(y)), y]) for a in range(views)], 0)
+
+    shadow_s, victim_s = mean_loss(z, labels), mean_loss(vz, labels)
+    for k in range(C):
+        sel = labels == k
+        t = fit_threshold(shadow_s[sel & member], shadow_s[sel & ~member])
+        np.testing.assert_allclose(got[sel], victim_s[sel] - t, rtol=1e-5, atol=1e-6)
+    assert threshold == 0.0
