@@ -69,8 +69,8 @@ def lira_scores(phi, ref_phi, ref_member, online, fixed_variance, estimator="mea
     online test, the log-ratio of diagonal-covariance Gaussians over A)."""
     ref_phi, ref_member = np.asarray(ref_phi, np.float64), np.asarray(ref_member, bool)
     phi = np.asarray(phi, np.float64)
-    if phi.ndim == 1:
-        phi, ref_phi = phi[:, None], ref_phi[..., None]
+    phi = phi[:, None] if phi.ndim == 1 else phi
+    ref_phi = ref_phi[..., None] if ref_phi.ndim == 2 else ref_phi
     per_view = [_one_view(phi[:, a], ref_phi[..., a], ref_member, online, fixed_variance,
                           estimator) for a in range(phi.shape[1])]
     return np.mean(per_view, 0)

@@ -40,6 +40,9 @@ def rmia_scores(p_target, ref_p, ref_member, p_pop, ref_p_pop, a, gamma, online=
     (S, m) the reference models' (none trained on z); probabilities may carry a trailing
     axis of A query views. Returns (n,) scores in [0, 1]."""
     p_target, p_pop = np.asarray(p_target, np.float64), np.asarray(p_pop, np.float64)
+    ref_p, ref_p_pop = np.asarray(ref_p, np.float64), np.asarray(ref_p_pop, np.float64)
+    if p_target.ndim != ref_p.ndim - 1:  # one side with a views axis (of 1), one without
+        p_target, p_pop = p_target.reshape(ref_p.shape[1:]), p_pop.reshape(ref_p_pop.shape[1:])
     lr_x = p_target / _marginal(ref_p, ref_member, a, online)
     pop_member = np.zeros(np.shape(ref_p_pop)[:2], bool)
     lr_z = p_pop / _marginal(ref_p_pop, pop_member, a, online=False)

@@ -5,7 +5,10 @@ reference scores, the first N shadows for each N asked. Nothing in the run is wr
     python -m scripts.compare_lira_estimators --run runs/est64 --models 16 64
 
 Prints a markdown table of AUC, TPR at 1 % and 0.1 % FPR per number of shadows, method
-and estimator (rmia and rmia_online do not use it: one row each).
+and estimator (rmia and rmia_online do not use it: one row each), and the authors'
+online score as their plot.py computes it (estimator "authors"): each target's "in" and
+"out" scores cut to the smallest count over all targets, median location, np.std spread,
+the mean over query views of the per-view scores.
 """
 
 import argparse
@@ -17,6 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from attack_models.signals import scaled_logit
 from configs.config import build_cfg
 from datasets import ReferenceData
 from engine.data import SPLITS_FILE, load_records, make_run_data
@@ -50,6 +54,21 @@ def load_run(run):
     return cfg, data, victim, ReferenceData.load(path, reference_records(cfg, data)["records"])
 
 
+def authors_online(phi, ref_phi, member):
+    """The online score of the authors' plot.py (generate_ours): every target keeps only
+    its first k "in" and first k' "out" reference scores, k and k' the smallest counts
+    over the targets; median locations, np.std spreads; the mean over views of the
+    per-view log-ratios. phi: (n,) or (n, A); ref_phi: (S, n) or (S, n, A); member: (S, n)."""
+    phi, ref_phi = np.asarray(phi, np.float64), np.asarray(ref_phi, np.float64)
+    phi = phi[:, None] if phi.ndim == 1 else phi
+    ref_phi = ref_phi[..., None] if ref_phi.ndim == 2 else ref_phi
+    groups = [[ref_phi[member[:, j] == side, j] for j in range(len(phi))] for side in (1, 0)]
+    (d_in, d_out) = [np.array([g[:min(map(len, gs))] for g in gs]) for gs in groups]
+    (m_in, s_in), (m_out, s_out) = [(np.median(d, 1), d.std(1) + 1e-30) for d in (d_in, d_out)]
+    return (-0.5 * ((phi - m_in) / s_in) ** 2 - np.log(s_in)
+            + 0.5 * ((phi - m_out) / s_out) ** 2 + np.log(s_out)).mean(1)
+
+
 def compare(cfg, data, victim, reference, num_models):
     """[{shadows, method, estimator, auc, tpr_1, tpr_01}] for each N of num_models."""
     ctx = SimpleNamespace(cfg=cfg, device=torch.device("cpu"), log=logging.getLogger("mia"))
@@ -77,6 +96,14 @@ def compare(cfg, data, victim, reference, num_models):
                 rows.append({"shadows": n, "method": name, "estimator": est, "auc": m["auc"],
                              "tpr_1": m["tpr_at_fpr"]["0.01"],
                              "tpr_01": m["tpr_at_fpr"]["0.001"]})
+        t = ev_n.num_targets
+        views = v.views()
+        phi = np.stack([scaled_logit(views[:, a], v.labels) for a in range(views.shape[1])], 1)
+        scores = authors_online(phi, sub.arrays["phi"][:, :t], sub.arrays["member"][:, :t])
+        m = membership_metrics(membership, scores, 0.0)
+        rows.append({"shadows": n, "method": "lira_online", "estimator": "authors",
+                     "auc": m["auc"], "tpr_1": m["tpr_at_fpr"]["0.01"],
+                     "tpr_01": m["tpr_at_fpr"]["0.001"]})
     return rows
 
 

@@ -18,7 +18,7 @@ from configs.config import build_cfg
 from conftest import tiny_opts
 from engine.pack import build_pack
 from engine.shadows import shadow_fingerprint
-from scripts.compare_lira_estimators import compare, load_run
+from scripts.compare_lira_estimators import authors_online, compare, load_run
 from utils.errors import UsageError
 from victims import build_model
 
@@ -241,7 +241,7 @@ def test_a_run_with_two_views_stores_them_and_refuses_to_mix(data_root, tmp_path
     for name, est in (("lira_online", "mean"), ("rmia_online", "-"), ("rmia", "-")):
         assert got[(2, name, est)] == pytest.approx(m["methods"][name]["overall"]["auc"],
                                                     abs=1e-12)
-    assert len(rows) == 2 * (4 * 2 + 2)
+    assert len(rows) == 2 * (4 * 2 + 2 + 1)  # + the authors' online score
     again = [x if x != "2" or opts[i - 1] != "ATTACKER.QUERY_AUGMENTATIONS" else "1"
              for i, x in enumerate(opts)]
     assert run_attack.main(again) == 2  # made with other shadow settings: refused
@@ -286,3 +286,16 @@ def test_threshold_attacks_average_their_signal_over_views():
         t = fit_threshold(shadow_s[sel & member], shadow_s[sel & ~member])
         np.testing.assert_allclose(got[sel], victim_s[sel] - t, rtol=1e-5, atol=1e-6)
     assert threshold == 0.0
+
+
+def test_the_authors_online_score_cuts_every_target_to_the_smallest_counts():
+    phi, ref_phi, member = _world(S=7, n=12, views=1)
+    phi, ref_phi = phi[:, 0], ref_phi[..., 0]
+    k_in, k_out = member.sum(0).min(), (~member).sum(0).min()
+    want = []
+    for j in range(12):
+        v_in, v_out = ref_phi[member[:, j], j][:k_in], ref_phi[~member[:, j], j][:k_out]
+        want.append(norm.logpdf(phi[j], np.median(v_in), v_in.std())
+                    - norm.logpdf(phi[j], np.median(v_out), v_out.std()))
+    np.testing.assert_allclose(authors_online(phi, ref_phi, member), want, rtol=1e-9)
+    assert (member.sum(0) > k_in).any()  # some target loses models to the cut
