@@ -221,8 +221,9 @@ _C.ATTACKER.TEST.BOOTSTRAP = 200
 _C.ATTACKER.TEST.BALANCED = True
 
 _C.ATTACKER.LIRA = CN()
-# Location of each target's "in" / "out" Gaussian: mean (of the reference models' scores)
-# or median (the authors' code); the spread is the standard deviation either way.
+# Location of each target's "in" / "out" Gaussian: mean (of the reference models' scores;
+# higher AUC at 16 and 64 shadows, docs/methods.md) or median (the authors' code); the
+# spread is the standard deviation either way.
 _C.ATTACKER.LIRA.ESTIMATOR = "mean"
 
 _C.ATTACKER.RMIA = CN()
