@@ -14,6 +14,7 @@ import yaml
 
 from attack_models import ATTACK_MODELS, INPUT_SCALINGS
 from attack_models.methods import METHOD_NAMES, NEEDS_RANDOM_HALF
+from attack_models.queries import QUERY_VIEWS
 from configs.defaults import get_cfg
 from datasets import get_dataset_info, reads_path
 from shadow_models.sampling import filler_size
@@ -39,6 +40,7 @@ _FOLLOW_VICTIM = {
 _DATASET_KEYS = ("SHADOW.TRAIN.DATASET", "ATTACKER.TRAIN.DATASET", "ATTACKER.TEST.DATASET")
 _ROUTINGS = ("label", "argmax")
 _SAMPLINGS = ("disjoint", "random_half")
+_LIRA_ESTIMATORS = ("mean", "median")
 # Largest learning rate accepted: far past any useful one, well inside float32.
 _MAX_LR = 1e6
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -311,6 +313,13 @@ def assert_cfg(cfg):
     needs = [m for m in methods if m in NEEDS_RANDOM_HALF]
     _check(not needs or cfg.SHADOW.SAMPLING == "random_half", "SHADOW.SAMPLING",
            cfg.SHADOW.SAMPLING, f"random_half for ATTACKER.METHODS {needs}")
+    views = cfg.ATTACKER.QUERY_AUGMENTATIONS
+    _check(views in QUERY_VIEWS, "ATTACKER.QUERY_AUGMENTATIONS", views,
+           ", ".join(map(str, QUERY_VIEWS)))
+    _check(views == 1 or info.is_image, "ATTACKER.QUERY_AUGMENTATIONS", views,
+           f"1 for {cfg.DATASET.NAME} (feature vectors; the views flip and shift images)")
+    _check(cfg.ATTACKER.LIRA.ESTIMATOR in _LIRA_ESTIMATORS, "ATTACKER.LIRA.ESTIMATOR",
+           cfg.ATTACKER.LIRA.ESTIMATOR, ", ".join(_LIRA_ESTIMATORS))
     _check_positive(cfg, ["ATTACKER.RMIA.NUM_POPULATION"])
     _check_positive(cfg, ["ATTACKER.TEST.BOOTSTRAP"], strict=False)
     _check(0.0 <= cfg.ATTACKER.RMIA.OFFLINE_A <= 1.0, "ATTACKER.RMIA.OFFLINE_A",

@@ -148,10 +148,15 @@ _C.ATTACKER = CN()
 # report.md: shokri (per-class neural attack); loss, confidence, entropy,
 # modified_entropy, correctness (per-class thresholds, Song & Mittal 2021); ml_leaks
 # (top-3 posteriors, Salem et al. 2019); lira_online, lira_offline, lira_online_fixed,
-# lira_offline_fixed (Carlini et al. 2022; "_fixed": one global variance); rmia (offline,
-# Zarifzadeh et al. 2024). lira_* and rmia need SHADOW.SAMPLING random_half. The first
-# method fills metrics.json's overall/per_class and scores.csv's score column.
+# lira_offline_fixed (Carlini et al. 2022; "_fixed": one global variance); rmia (offline),
+# rmia_online (Zarifzadeh et al. 2024). lira_* and rmia* need SHADOW.SAMPLING random_half.
+# The first method fills metrics.json's overall/per_class and scores.csv's score column.
 _C.ATTACKER.METHODS = ["shokri"]
+# Views of each image the victim and every shadow are queried on (images only): 1 (the
+# record), 2 (plus its mirror), 18 (both, each shifted by 0 or +-4 pixels in each
+# direction, Carlini et al. 2022); LiRA fits Gaussians per view, RMIA votes over views,
+# the threshold attacks average their signal over views (shokri, ml_leaks: the record).
+_C.ATTACKER.QUERY_AUGMENTATIONS = 1
 # Classes that get an attack model; records of other classes are left out; []: all.
 _C.ATTACKER.VICTIM_CLASSES = []
 _C.ATTACKER.MODEL = CN()
@@ -216,6 +221,12 @@ _C.ATTACKER.TEST.BOOTSTRAP = 200
 # True: as many "in" as "out" records, class-balanced (10000 vs 10000 for a 15000
 # victim, as the original); False: every victim-train and every test record.
 _C.ATTACKER.TEST.BALANCED = True
+
+_C.ATTACKER.LIRA = CN()
+# Location of each target's "in" / "out" Gaussian: mean (of the reference models' scores;
+# higher AUC at 16 and 64 shadows, docs/methods.md) or median (the authors' code); the
+# spread is the standard deviation either way.
+_C.ATTACKER.LIRA.ESTIMATOR = "mean"
 
 _C.ATTACKER.RMIA = CN()
 # Population records z (from the shadow pool, trained on by no model) each target's

@@ -2,7 +2,9 @@
 
 On disk (a plain pickle, loadable without this toolkit):
 `{class: {"data": float32 (n, num_classes) posteriors, "labels": int64 (n,) 1=in 0=out,
-"shadow": int64 (n,) id of the shadow that produced the row}}`.
+"shadow": int64 (n,) id of the shadow that produced the row}}`, and with several query
+views (ATTACKER.QUERY_AUGMENTATIONS > 1) "views": float32 (n, A, num_classes) posteriors
+on each view (view 0: the record itself, as "data").
 """
 
 import numpy as np
@@ -14,20 +16,27 @@ from utils.io import load_npz, load_pickle, save_npz, save_pickle
 class AttackData:
     """Per-class posteriors with membership labels, keyed by class id (int)."""
 
-    def __init__(self, classes, num_features):
+    def __init__(self, classes, num_features, num_views=1):
         self.num_features = num_features
         self.store = {int(c): {"data": np.zeros((0, num_features), np.float32),
                                "labels": np.zeros(0, np.int64),
                                "shadow": np.zeros(0, np.int64)} for c in classes}
+        if num_views > 1:
+            for entry in self.store.values():
+                entry["views"] = np.zeros((0, num_views, num_features), np.float32)
 
-    def add(self, shadow_id, posteriors, classes, membership):
+    def add(self, shadow_id, posteriors, classes, membership, views=None):
         """Append one shadow's records: (n, C) float posteriors, (n,) true classes and
-        (n,) 1/0 membership; records of classes without an entry are dropped."""
+        (n,) 1/0 membership, and (n, A, C) posteriors on each query view when the data
+        holds views; records of classes without an entry are dropped."""
         posteriors = np.asarray(posteriors, np.float32)
         classes, membership = np.asarray(classes), np.asarray(membership, np.int64)
         for c, entry in self.store.items():
             keep = classes == c
             entry["data"] = np.concatenate([entry["data"], posteriors[keep]])
+            if "views" in entry:
+                entry["views"] = np.concatenate([entry["views"],
+                                                 np.asarray(views, np.float32)[keep]])
             entry["labels"] = np.concatenate([entry["labels"], membership[keep]])
             entry["shadow"] = np.concatenate(
                 [entry["shadow"], np.full(int(keep.sum()), shadow_id, np.int64)])
@@ -68,6 +77,10 @@ class AttackData:
                 obj.store[int(c)] = {"data": np.asarray(entry["data"], np.float32),
                                      "labels": np.asarray(entry["labels"], np.int64),
                                      "shadow": np.asarray(shadow, np.int64)}
+                if "views" in entry:
+                    obj.store[int(c)]["views"] = np.asarray(entry["views"], np.float32)
+                    if len(entry["views"]) != n:
+                        raise ValueError(f"class {c}: arrays of different lengths")
                 if obj.store[int(c)]["data"].shape != (n, obj.num_features) or len(shadow) != n:
                     raise ValueError(f"class {c}: arrays of different lengths")
         except (AttributeError, KeyError, TypeError, ValueError, StopIteration) as e:
@@ -80,17 +93,19 @@ class ReferenceData:
     per shadow and population record, membership and the shadow's outputs.
 
     records: (N,) int64 global indices (the population P, targets first, then RMIA's z
-    records); member, phi, p_true: (S, N) bool / float32 (logit-scaled confidence
-    log(p_y / (1 - p_y)) and true-class probability); shadow: (S,) int64 ids.
+    records); member: (S, N) bool; phi, p_true: (S, N) float32 (logit-scaled confidence
+    log(p_y / (1 - p_y)) and true-class probability), or (S, N, A) with A > 1 query views
+    (ATTACKER.QUERY_AUGMENTATIONS); shadow: (S,) int64 ids.
     """
 
     _KEYS = ("records", "shadow", "member", "phi", "p_true")
 
-    def __init__(self, records):
+    def __init__(self, records, num_views=1):
         n = len(records)
+        shape = (0, n) if num_views == 1 else (0, n, num_views)
         self.arrays = {"records": np.asarray(records, np.int64), "shadow": np.zeros(0, np.int64),
-                       "member": np.zeros((0, n), bool), "phi": np.zeros((0, n), np.float32),
-                       "p_true": np.zeros((0, n), np.float32)}
+                       "member": np.zeros((0, n), bool), "phi": np.zeros(shape, np.float32),
+                       "p_true": np.zeros(shape, np.float32)}
 
     def add(self, shadow_id, member, phi, p_true):
         a = self.arrays

@@ -3,6 +3,7 @@ with its own config section (cfg.VICTIM or cfg.SHADOW)."""
 
 import torch
 
+from attack_models.queries import get_query_views, query_views
 from engine.optim import build_optimizer, get_criterion
 from engine.pack import build_pack
 from engine.trainer import cuda_step_graph, fit, predict, seeded_models
@@ -50,6 +51,15 @@ def logits(pack, x, idx):
     """(K, n) numpy indices into x -> (K, n, C) float32 logits (CPU tensor, eval mode)."""
     idx = torch.as_tensor(idx, device=x.device)
     return predict(pack, x, idx, batch_size=INFERENCE_BATCH)
+
+
+def query_logits(pack, x, idx, num_views):
+    """(K, n) numpy indices into x -> (K, n, A, C) float32 logits on the A = num_views
+    query views of each record (ATTACKER.QUERY_AUGMENTATIONS; view 0: the record, exactly
+    as `logits` gives it when A = 1)."""
+    if num_views == 1:
+        return logits(pack, x, idx)[:, :, None]
+    return query_views(pack, x, idx, get_query_views(num_views), batch_size=INFERENCE_BATCH)
 
 
 def posteriors(pack, x, idx):

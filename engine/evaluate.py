@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from attack_models.signals import true_class_prob
-from engine.classifier import logits
+from engine.classifier import query_logits
 from engine.methods import METHODS, Evidence, VictimOutputs
 from utils.metrics import auc_bootstrap_ci, membership_metrics
 
@@ -18,18 +18,26 @@ SCORES_FILE = "scores.csv"
 
 
 def victim_outputs(ctx, data, victim, reference_records=None, num_pool=0):
-    """VictimOutputs on eval_in then eval_out (and on RMIA's z records when given)."""
+    """VictimOutputs on eval_in then eval_out (and on RMIA's z records when given), on
+    each of the ATTACKER.QUERY_AUGMENTATIONS query views."""
+    num_views = ctx.cfg.ATTACKER.QUERY_AUGMENTATIONS
     ev_in, ev_out = data.splits["eval_in"], data.splits["eval_out"]
     idx = np.r_[ev_in, ev_out + len(data.train_y)]
-    z = logits(victim, data.all_x, idx[None])[0].numpy()
+    views = query_logits(victim, data.all_x, idx[None], num_views)[0].numpy()
+    z = views[:, 0]
     probs = torch.softmax(torch.as_tensor(z), -1).numpy()
     labels = data.all_y.cpu().numpy()[idx]
     routes = labels if ctx.cfg.ATTACKER.TEST.ROUTING == "label" else probs.argmax(1)
-    out = VictimOutputs(logits=z, probs=probs, labels=labels, routes=routes)
+    out = VictimOutputs(logits=z, probs=probs, labels=labels, routes=routes,
+                        view_logits=views if num_views > 1 else None)
     if reference_records is not None:
         pop = reference_records[num_pool:]
-        pop_probs = torch.softmax(logits(victim, data.all_x, pop[None])[0], -1)
-        out.pop_p_true = true_class_prob(pop_probs.numpy(), data.all_y.cpu().numpy()[pop])
+        pop_probs = torch.softmax(query_logits(victim, data.all_x, pop[None], num_views)[0], -1)
+        pop_y = data.all_y.cpu().numpy()[pop]
+        out.pop_p_true = np.stack([true_class_prob(pop_probs[:, a].numpy(), pop_y)
+                                   for a in range(num_views)], 1)
+        if num_views == 1:
+            out.pop_p_true = out.pop_p_true[:, 0]
     return out
 
 

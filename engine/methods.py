@@ -37,7 +37,23 @@ class VictimOutputs:
     probs: np.ndarray  # (n, C) float32
     labels: np.ndarray  # (n,) int64 true classes
     routes: np.ndarray  # (n,) class whose per-class attack scores the record
-    pop_p_true: np.ndarray = None  # (m,) victim's true-class probability on z
+    pop_p_true: np.ndarray = None  # (m,) victim's true-class probability on z; (m, A) views
+    view_logits: np.ndarray = None  # (n, A, C) float32 on A > 1 query views (view 0: logits)
+
+    def views(self):
+        """(n, A, C) logits on each query view ((n, 1, C) without views)."""
+        return self.logits[:, None] if self.view_logits is None else self.view_logits
+
+
+def _per_view(fn, logits, labels):
+    """fn(view's (n, C) logits, labels) -> (n,) on each view: (n, A) float64."""
+    return np.stack([fn(logits[:, a], labels) for a in range(logits.shape[1])], 1)
+
+
+def _softmax(z):
+    z = np.asarray(z, np.float64)
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
 
 
 @dataclass
@@ -68,7 +84,8 @@ def _threshold_method(signal):
     """Song & Mittal 2021: the signal minus its class's threshold, fitted on the shadows'
     members and non-members of that class; a member when >= 0. The class is the route:
     with ATTACKER.TEST.ROUTING argmax the signal takes the predicted class as the label,
-    and the shadows' records are grouped by the shadow's predicted class."""
+    and the shadows' records are grouped by the shadow's predicted class. With query
+    views, the signal is the mean over views, for the shadows' records and the victim's."""
 
     def method(ctx, ev, v):
         store = ev.attack_data.store
@@ -78,11 +95,16 @@ def _threshold_method(signal):
             routes = probs.argmax(1)
         else:
             routes = np.concatenate([np.full(len(e["labels"]), k) for k, e in store.items()])
-        s = signal(probs, routes)
+        if v.view_logits is None:
+            s, victim_s = signal(probs, routes), signal(v.probs, v.routes)
+        else:
+            views = np.concatenate([e["views"] for e in store.values()])
+            s = _per_view(signal, views, routes).mean(1)
+            victim_s = _per_view(signal, _softmax(v.view_logits), v.routes).mean(1)
         thresholds = {k: fit_threshold(s[(routes == k) & member], s[(routes == k) & ~member])
                       for k in ctx.cfg.ATTACKER.TEST.LABELS if (routes == k).any()}
         offset = np.array([thresholds.get(int(k), np.nan) for k in v.routes])
-        return signal(v.probs, v.routes) - offset, 0.0
+        return victim_s - offset, 0.0
 
     return method
 
@@ -104,28 +126,37 @@ def _ml_leaks(ctx, ev, v):
 def _lira(online, fixed_variance):
     """Carlini et al. 2022 on logit-scaled confidences; online compares the "in" and
     "out" Gaussians (a member when the ratio is >= 1), offline only the "out" one (a member
-    when the one-sided test rejects "out" at level _TEST_LEVEL)."""
+    when the one-sided test rejects "out" at level _TEST_LEVEL; with query views, when
+    the mean over views of the log-probabilities reaches log(1 - _TEST_LEVEL))."""
 
     def method(ctx, ev, v):
         t = ev.num_targets
         ref = ev.reference.arrays
-        scores = lira_scores(scaled_logit(v.logits, v.labels), ref["phi"][:, :t],
-                             ref["member"][:, :t], online, fixed_variance)
+        phi = _per_view(scaled_logit, v.views(), v.labels)
+        scores = lira_scores(phi[:, 0] if phi.shape[1] == 1 else phi, ref["phi"][:, :t],
+                             ref["member"][:, :t], online, fixed_variance,
+                             ctx.cfg.ATTACKER.LIRA.ESTIMATOR)
         return scores, (0.0 if online else float(np.log(1 - _TEST_LEVEL)))
 
     return method
 
 
-def _rmia(ctx, ev, v):
-    """Zarifzadeh et al. 2024, offline; a member when it dominates all but _TEST_LEVEL of
-    the population (non-members' scores are about uniform on [0, 1])."""
-    rmia = ctx.cfg.ATTACKER.RMIA
-    t, p = ev.num_targets, ev.num_pool
-    ref = ev.reference.arrays
-    scores = rmia_scores(true_class_prob(v.probs, v.labels), ref["p_true"][:, :t],
-                         ref["member"][:, :t], v.pop_p_true, ref["p_true"][:, p:],
-                         rmia.OFFLINE_A, rmia.GAMMA)
-    return scores, 1 - _TEST_LEVEL
+def _rmia(online):
+    """Zarifzadeh et al. 2024, offline (Pr(x) from the "out" reference models and
+    ATTACKER.RMIA.OFFLINE_A) or online (from all of them); a member when it dominates all
+    but _TEST_LEVEL of the population (non-members' scores are about uniform on [0, 1])."""
+
+    def method(ctx, ev, v):
+        rmia = ctx.cfg.ATTACKER.RMIA
+        t, p = ev.num_targets, ev.num_pool
+        ref = ev.reference.arrays
+        p_true = _per_view(lambda z, y: true_class_prob(_softmax(z), y), v.views(), v.labels)
+        scores = rmia_scores(p_true[:, 0] if p_true.shape[1] == 1 else p_true,
+                             ref["p_true"][:, :t], ref["member"][:, :t], v.pop_p_true,
+                             ref["p_true"][:, p:], rmia.OFFLINE_A, rmia.GAMMA, online)
+        return scores, 1 - _TEST_LEVEL
+
+    return method
 
 
 METHODS = {
@@ -136,5 +167,6 @@ METHODS = {
     "lira_online_fixed": _lira(online=True, fixed_variance=True),
     "lira_offline": _lira(online=False, fixed_variance=False),
     "lira_offline_fixed": _lira(online=False, fixed_variance=True),
-    "rmia": _rmia,
+    "rmia": _rmia(online=False),
+    "rmia_online": _rmia(online=True),
 }

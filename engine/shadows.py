@@ -18,7 +18,7 @@ from tqdm import tqdm
 from attack_models.signals import scaled_logit, true_class_prob
 from datasets import AttackData, ReferenceData
 from engine.checkpoint import TrainCheckpoint, remove_file
-from engine.classifier import logits, posteriors, train_classifiers
+from engine.classifier import posteriors, query_logits, train_classifiers
 from shadow_models import draw_random_half, draw_shadow_records, pack_ranges, reference_population
 from utils.distributed import broadcast_from_main, gather_to_main
 from utils.errors import UsageError
@@ -36,6 +36,9 @@ SHADOW_KEYS = ("DATASET", "SHADOW", "RNG_SEED", "VICTIM.NUM_CLASSES", "VICTIM.IN
 # random_half shadows also depend on the evaluated records they train on.
 _RANDOM_HALF_KEYS = ("VICTIM.TRAIN.SET_SIZE", "DATASET.VICTIM_POOL_SIZE", "ATTACKER.TEST.BALANCED",
                      "ATTACKER.TEST.DATA_PATH", "ATTACKER.RMIA.NUM_POPULATION")
+# Several query views change the stored outputs (1, the default, leaves the fingerprint
+# of earlier run folders as it was).
+_QUERY_KEYS = ("ATTACKER.QUERY_AUGMENTATIONS",)
 _SHADOW_EXCLUDE = ("SHADOW.NUM_MODELS", "SHADOW.TRAIN.ENABLE", "SHADOW.TRAIN.CHECKPOINT_DIR",
                    "SHADOW.TRAIN.SAVE_CHECKPOINTS", "SHADOW.TRAIN.MODELS_PER_PACK",
                    "SHADOW.TRAIN.CHECKPOINT_MINUTES")
@@ -44,8 +47,9 @@ _SHADOW_EXCLUDE = ("SHADOW.NUM_MODELS", "SHADOW.TRAIN.ENABLE", "SHADOW.TRAIN.CHE
 def shadow_fingerprint(cfg):
     """The config keys (and values) that decide what each shadow is."""
     random_half = cfg.SHADOW.SAMPLING == "random_half"
-    return fingerprint(cfg, SHADOW_KEYS + (_RANDOM_HALF_KEYS if random_half else ()),
-                       exclude=_SHADOW_EXCLUDE)
+    views = cfg.ATTACKER.QUERY_AUGMENTATIONS > 1
+    return fingerprint(cfg, SHADOW_KEYS + (_RANDOM_HALF_KEYS if random_half else ())
+                       + (_QUERY_KEYS if views else ()), exclude=_SHADOW_EXCLUDE)
 # Shadows per pack when MODELS_PER_PACK is 0 (on a 2-core CPU 8 and 16 per pack are within
 # noise of each other, 8 ahead in float32; benchmarks/bench_speed.py).
 _AUTO_PACK = {"cpu": 8, "cuda": 64}
@@ -83,7 +87,8 @@ def _open_attack_data(ctx, fp):
                              f"use a new OUTPUT_DIR or the settings that made it")
         return AttackData.load(path)
     save_json(meta_path, {"fingerprint": fp})
-    return AttackData(ctx.cfg.ATTACKER.VICTIM_CLASSES, ctx.cfg.VICTIM.NUM_CLASSES)
+    return AttackData(ctx.cfg.ATTACKER.VICTIM_CLASSES, ctx.cfg.VICTIM.NUM_CLASSES,
+                      ctx.cfg.ATTACKER.QUERY_AUGMENTATIONS)
 
 
 def _draws(ctx, data, ids, ref):
@@ -108,7 +113,9 @@ def _draws(ctx, data, ids, ref):
 def _train_pack(ctx, data, ids, ref, stop=None):
     """Train shadows `ids` as one pack; per member return (metrics, attack records,
     reference outputs), attack records being (posteriors (m, C) float32, true classes
-    (m,), membership (m,)) and reference outputs (phi, p_true) on ref["records"] (or None)."""
+    (m,), membership (m,), posteriors on each query view (m, A, C) or None when A = 1) and
+    reference outputs (phi, p_true) on ref["records"] ((N,) each, (N, A) when A > 1; or
+    None)."""
     cfg, node = ctx.cfg, ctx.cfg.SHADOW
     labels = data.all_y.cpu().numpy()
     train_idx, scored_idx, member = _draws(ctx, data, ids, ref)
@@ -121,13 +128,16 @@ def _train_pack(ctx, data, ids, ref, stop=None):
                              checkpoint=inflight)
     probs = posteriors(pack, data.all_x, scored_idx)
     correct = (probs.argmax(-1).numpy() == labels[scored_idx])
-    outputs = [None] * len(ids)
+    num_views = cfg.ATTACKER.QUERY_AUGMENTATIONS
+    outputs, view_probs = [None] * len(ids), [None] * len(ids)
     if ref is not None:
         records = np.tile(ref["records"], (len(ids), 1))
-        z = logits(pack, data.all_x, records).numpy()
-        outputs = [(scaled_logit(z[j], labels[ref["records"]]),
-                    true_class_prob(softmax(z[j]), labels[ref["records"]]))
-                   for j in range(len(ids))]
+        z = query_logits(pack, data.all_x, records, num_views).numpy()
+        outputs = [_reference_outputs(z[j], labels[ref["records"]]) for j in range(len(ids))]
+        if num_views > 1:  # the scored records are P, the first records of ref["records"]
+            view_probs = softmax(z[:, :scored_idx.shape[1]])
+    elif num_views > 1:
+        view_probs = softmax(query_logits(pack, data.all_x, scored_idx, num_views).numpy())
     states = pack.member_state_dicts() if node.TRAIN.SAVE_CHECKPOINTS else [None] * len(ids)
     results = []
     for j, i in enumerate(ids):
@@ -139,16 +149,25 @@ def _train_pack(ctx, data, ids, ref, stop=None):
                             arch=node.MODEL.ARCH, num_classes=cfg.VICTIM.NUM_CLASSES,
                             in_channels=cfg.VICTIM.IN_FEATURES, image_size=data.image_size,
                             metrics=m, config=cfg.dump())
-        attack_records = (probs[j].numpy(), labels[scored_idx[j]], member[j].astype(np.int64))
+        attack_records = (probs[j].numpy(), labels[scored_idx[j]], member[j].astype(np.int64),
+                          view_probs[j])
         results.append((m, attack_records, outputs[j]))
     return results
 
 
+def _reference_outputs(z, labels):
+    """(N, A, C) logits of one model on the A query views of records of true classes
+    labels -> (phi, p_true): (N,) each when A = 1, else (N, A)."""
+    phi = np.stack([scaled_logit(z[:, a], labels) for a in range(z.shape[1])], 1)
+    p_true = np.stack([true_class_prob(softmax(z[:, a]), labels) for a in range(z.shape[1])], 1)
+    return (phi[:, 0], p_true[:, 0]) if z.shape[1] == 1 else (phi, p_true)
+
+
 def softmax(z):
-    """Row-wise softmax of (n, C) numpy logits, in float64."""
+    """Softmax over the last axis of numpy logits ((n, C) or more axes), in float64."""
     z = np.asarray(z, np.float64)
-    e = np.exp(z - z.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
 
 
 def shadow_workers(cfg, device):
@@ -224,7 +243,7 @@ def _open_store(ctx, fp, ref):
         folder = ctx.cfg.ATTACKER.TRAIN.CHECKPOINT_DIR
         path = os.path.join(folder, REFERENCE_FILE)
         reference = (ReferenceData.load(path, ref["records"]) if os.path.exists(path)
-                     else ReferenceData(ref["records"]))
+                     else ReferenceData(ref["records"], ctx.cfg.ATTACKER.QUERY_AUGMENTATIONS))
     return _ShadowStore(attack_data, reference, ctx.cfg.ATTACKER.TRAIN.CHECKPOINT_DIR)
 
 

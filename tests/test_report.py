@@ -43,7 +43,7 @@ def saved_figures(monkeypatch):
 def test_every_method_gets_its_own_roc_colour_and_line_style(tmp_path, saved_figures):
     from engine.methods import METHODS
 
-    names = list(METHODS)  # all 12 methods in one report
+    names = list(METHODS)  # every method in one report
     results, table = _results_and_table(names)
     write_report(str(tmp_path), results, table, get_cfg())
     roc = saved_figures[0].axes[0]
