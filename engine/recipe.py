@@ -18,29 +18,45 @@ from engine.optim import build_optimizer, get_criterion
 CROP_PAD = 4
 
 
+def _constant(schedule, done):
+    return 1.0
+
+
+def _cosine(schedule, done):
+    left = schedule.left
+    return 0.5 * (1 + math.cos(math.pi * min(done, left) / left))
+
+
+def _onecycle(schedule, done):
+    return max(schedule.left - done, 1) / schedule.left
+
+
+def _multistep(schedule, done):
+    t = done + schedule.warmup
+    return schedule.decay ** sum(t >= m for m in schedule.milestones)
+
+
+# The learning-rate factor `done` steps after the warm-up, by OPTIMIZER.SCHEDULER name.
+SCHEDULES = {"none": _constant, "cosine": _cosine, "onecycle": _onecycle,
+             "multistep": _multistep}
+
+
 class Schedule:
     """The learning-rate factor of optimizer step t (0-based), for LambdaLR: a linear
-    warm-up from 1/warmup to 1 over the first `warmup` steps, then per `kind`: none
-    (constant), cosine (half a cosine down to 0 at the end), onecycle (linear down to
+    warm-up from 1/warmup to 1 over the first `warmup` steps, then per `kind` (SCHEDULES):
+    none (constant), cosine (half a cosine down to 0 at the end), onecycle (linear down to
     1/remaining steps at the last), multistep (x decay at each milestone step). Holds only
-    numbers, so the scheduler's state_dict saves and restores it."""
+    numbers and names, so the scheduler's state_dict saves and restores it."""
 
     def __init__(self, kind, total, warmup, milestones, decay):
         self.kind, self.total, self.warmup = kind, total, min(warmup, total)
         self.milestones, self.decay = sorted(milestones), decay
+        self.left = max(total - self.warmup, 1)  # steps after the warm-up
 
     def __call__(self, t):
         if t < self.warmup:
             return (t + 1) / self.warmup
-        left = max(self.total - self.warmup, 1)  # steps after the warm-up
-        done = t - self.warmup
-        if self.kind == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(done, left) / left))
-        if self.kind == "onecycle":
-            return max(left - done, 1) / left
-        if self.kind == "multistep":
-            return self.decay ** sum(t >= m for m in self.milestones)
-        return 1.0
+        return SCHEDULES[self.kind](self, t - self.warmup)
 
 
 def build_scheduler(optimizer, cfg_opt, steps_per_epoch, epochs):

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from configs.config import build_cfg
 from engine.checkpoint import TrainCheckpoint
 from engine.pack import ChannelPack, ModelPack, build_pack
-from engine.recipe import CROP_PAD, Augment, Schedule, build_recipe
+from engine.recipe import AUGMENTS, CROP_PAD, SCHEDULES, Augment, Schedule, build_recipe
 from engine.trainer import fit, seeded_models
+from utils.optim_names import AUGMENT_NAMES, SCHEDULER_NAMES
 from victims import build_model
 
 _CPU = torch.device("cpu")
@@ -30,6 +31,10 @@ def _node(*opts, epochs=3, batch=8):
     cfg, _ = build_cfg("", ["OUTPUT_DIR", "/tmp/unused", "VICTIM.TRAIN.NUM_EPOCHS", str(epochs),
                             "VICTIM.TRAIN.BATCH_SIZE", str(batch), *opts])
     return cfg.SHADOW  # the shadows' section, after infer_cfg: as the victim's
+
+
+def test_the_config_checks_know_every_schedule_and_augmentation():
+    assert set(SCHEDULER_NAMES) == set(SCHEDULES) and set(AUGMENT_NAMES) == set(AUGMENTS)
 
 
 def test_schedules_by_step():
