@@ -20,7 +20,7 @@ from datasets import get_dataset_info, reads_path
 from shadow_models.sampling import filler_size
 from utils.errors import UsageError
 from utils.fingerprint import flatten
-from utils.optim_names import CRITERION_NAMES, OPTIMIZER_NAMES
+from utils.optim_names import AUGMENT_NAMES, CRITERION_NAMES, OPTIMIZER_NAMES, SCHEDULER_NAMES
 from victims import MODELS, check_model
 
 # Shadow keys that default to the victim's value: shadow key -> (victim key, "as victim" value).
@@ -31,10 +31,24 @@ _FOLLOW_VICTIM = {
     "SHADOW.OPTIMIZER.GAMMA": ("VICTIM.OPTIMIZER.GAMMA", -1.0),
     "SHADOW.OPTIMIZER.BETAS": ("VICTIM.OPTIMIZER.BETAS", []),
     "SHADOW.OPTIMIZER.MOMENTUM": ("VICTIM.OPTIMIZER.MOMENTUM", -1.0),
+    "SHADOW.OPTIMIZER.NESTEROV": ("VICTIM.OPTIMIZER.NESTEROV", ""),
+    "SHADOW.OPTIMIZER.SCHEDULER": ("VICTIM.OPTIMIZER.SCHEDULER", ""),
+    "SHADOW.OPTIMIZER.WARMUP_EPOCHS": ("VICTIM.OPTIMIZER.WARMUP_EPOCHS", -1.0),
+    "SHADOW.OPTIMIZER.MILESTONES": ("VICTIM.OPTIMIZER.MILESTONES", []),
+    "SHADOW.OPTIMIZER.LR_DECAY": ("VICTIM.OPTIMIZER.LR_DECAY", -1.0),
     "SHADOW.CRITERION": ("VICTIM.CRITERION", ""),
     "SHADOW.TRAIN.NUM_EPOCHS": ("VICTIM.TRAIN.NUM_EPOCHS", -1),
     "SHADOW.TRAIN.BATCH_SIZE": ("VICTIM.TRAIN.BATCH_SIZE", -1),
     "SHADOW.TRAIN.SET_SIZE": ("VICTIM.TRAIN.SET_SIZE", -1),
+    "SHADOW.TRAIN.LABEL_SMOOTHING": ("VICTIM.TRAIN.LABEL_SMOOTHING", -1.0),
+    "SHADOW.TRAIN.AUGMENT": ("VICTIM.TRAIN.AUGMENT", ""),
+}
+# Shadow architecture options that follow the victim's only when the architecture is the
+# victim's (else the architecture's own): shadow key -> (victim key, "as victim" value).
+_FOLLOW_VICTIM_ARCH = {
+    "SHADOW.MODEL.LAYER_DIMS": ("VICTIM.MODEL.LAYER_DIMS", []),
+    "SHADOW.MODEL.DEPTH": ("VICTIM.MODEL.DEPTH", -1),
+    "SHADOW.MODEL.WIDTH": ("VICTIM.MODEL.WIDTH", -1),
 }
 # Keys naming the run's data set again (the original toolkit's); empty: DATASET.NAME.
 _DATASET_KEYS = ("SHADOW.TRAIN.DATASET", "ATTACKER.TRAIN.DATASET", "ATTACKER.TEST.DATASET")
@@ -91,7 +105,11 @@ def _join_lists(opts):
 
 
 def _coerce(key, value, default):
-    """`value` in the type of `default`; ints become floats on purpose."""
+    """`value` in the type of `default`; ints become floats on purpose; a shadow key that
+    follows a True/False victim key (empty: as VICTIM) takes True or False."""
+    victim_key = _FOLLOW_VICTIM.get(key, ("",))[0]
+    if victim_key and isinstance(_get(get_cfg(), victim_key), bool) and isinstance(value, bool):
+        return value
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
@@ -186,6 +204,47 @@ def _check_optimizer(cfg, prefix, follow):
     _check(ok, f"{prefix}.BETAS", betas, "two numbers in [0, 1)")
 
 
+def _effective(cfg, key):
+    """The value a key takes after infer_cfg: a shadow key at its "as victim" value gives
+    the victim's."""
+    value = _get(cfg, key)
+    if key in _FOLLOW_VICTIM and value == _FOLLOW_VICTIM[key][1]:
+        return _get(cfg, _FOLLOW_VICTIM[key][0])
+    return value
+
+
+def _check_recipe(cfg, node, follow):
+    """The training-recipe keys of VICTIM or SHADOW (engine/recipe.py)."""
+    as_victim = " (or empty: as VICTIM)" if follow else ""
+    key = f"{node}.OPTIMIZER.NESTEROV"
+    _check(_get(cfg, key) in ((True, False, "") if follow else (True, False)), key,
+           _get(cfg, key), "True or False" + as_victim)
+    _check(not _effective(cfg, key) or (_effective(cfg, f"{node}.OPTIMIZER.NAME") == "sgd"
+                                        and _effective(cfg, f"{node}.OPTIMIZER.MOMENTUM") > 0),
+           key, True, f"False unless {node}.OPTIMIZER.NAME is sgd and MOMENTUM > 0")
+    key = f"{node}.OPTIMIZER.SCHEDULER"
+    _check_name(key, _get(cfg, key), SCHEDULER_NAMES, follow)
+    epochs = _effective(cfg, f"{node}.TRAIN.NUM_EPOCHS")
+    for key, low, high, allowed in (
+            (f"{node}.OPTIMIZER.WARMUP_EPOCHS", 0, epochs, f"epochs in [0, {epochs}]"),
+            (f"{node}.OPTIMIZER.LR_DECAY", 1e-12, 1, "a factor in (0, 1]"),
+            (f"{node}.TRAIN.LABEL_SMOOTHING", 0, 1 - 1e-12, "a number in [0, 1)")):
+        value = _get(cfg, key)
+        sentinel = follow and value == _FOLLOW_VICTIM[key][1]
+        _check(sentinel or low <= value <= high, key, value,
+               allowed + (" (or -1: as VICTIM)" if follow else ""))
+    key = f"{node}.OPTIMIZER.MILESTONES"
+    milestones = _get(cfg, key)
+    _check(all(isinstance(m, int) and 0 < m < epochs for m in milestones)
+           and len(set(milestones)) == len(milestones), key, milestones,
+           f"distinct epochs in 1 .. {epochs - 1}" + (" (or []: as VICTIM)" if follow else ""))
+    multistep = _effective(cfg, f"{node}.OPTIMIZER.SCHEDULER") == "multistep"
+    _check(not multistep or _effective(cfg, key), key, _effective(cfg, key),
+           f"at least one epoch for {node}.OPTIMIZER.SCHEDULER multistep")
+    key = f"{node}.TRAIN.AUGMENT"
+    _check_name(key, _get(cfg, key), AUGMENT_NAMES, follow)
+
+
 def dataset_info(cfg):
     """The DatasetInfo of DATASET.NAME (for npz, read from the headers and labels of the
     file at DATASET.PATH) and its (train, test) record counts."""
@@ -226,11 +285,16 @@ def _check_dataset(cfg, info):
         dims = cfg[node].MODEL.LAYER_DIMS
         _check(all(isinstance(d, int) and d > 0 for d in dims), f"{node}.MODEL.LAYER_DIMS", dims,
                "a list of positive integers (hidden layer widths), or []")
-        if node == "SHADOW" and not dims and arch == cfg.VICTIM.MODEL.ARCH:
-            dims = cfg.VICTIM.MODEL.LAYER_DIMS
-        problem = check_model(arch, info.shape, dims)
+        options = [_get(cfg, f"{node}.MODEL.{k}") for k in ("LAYER_DIMS", "DEPTH", "WIDTH")]
+        if node == "SHADOW" and arch == cfg.VICTIM.MODEL.ARCH:
+            options = [_get(cfg, victim) if _get(cfg, key) == follow else _get(cfg, key)
+                       for key, (victim, follow) in _FOLLOW_VICTIM_ARCH.items()]
+        problem = check_model(arch, info.shape, *options)
         if problem:
             raise UsageError(f"{node}.{problem}")
+        augment = _effective(cfg, f"{node}.TRAIN.AUGMENT")
+        _check(augment in ("", "none") or info.is_image, f"{node}.TRAIN.AUGMENT", augment,
+               f"none for {name}'s feature vectors (flips and crops are for images)")
 
 
 def _check_sizes(cfg, num_train, num_test):
@@ -277,6 +341,8 @@ def assert_cfg(cfg):
                           "ATTACKER.TRAIN.BATCH_SIZE", "ATTACKER.TEST.BATCH_SIZE"])
     _check_positive(cfg, ["SHADOW.TRAIN.NUM_EPOCHS", "SHADOW.TRAIN.BATCH_SIZE",
                           "SHADOW.TRAIN.SET_SIZE"], follow_ok=True)
+    _check_recipe(cfg, "VICTIM", follow=False)
+    _check_recipe(cfg, "SHADOW", follow=True)
     _check_positive(cfg, ["SHADOW.TRAIN.MODELS_PER_PACK", "NUM_THREADS", "RNG_SEED",
                           "USE_GPU", "NUM_WORKERS"], strict=False)
     _check_sizes(cfg, num_train, num_test)
@@ -371,9 +437,11 @@ def infer_cfg(cfg):
         put("ATTACKER.VICTIM_CLASSES", list(range(info.num_classes)))
     if not cfg.ATTACKER.TEST.LABELS:
         put("ATTACKER.TEST.LABELS", list(cfg.ATTACKER.VICTIM_CLASSES))
-    if not cfg.SHADOW.MODEL.LAYER_DIMS and cfg.SHADOW.MODEL.ARCH in ("", cfg.VICTIM.MODEL.ARCH) \
-            and cfg.VICTIM.MODEL.LAYER_DIMS:
-        put("SHADOW.MODEL.LAYER_DIMS", list(cfg.VICTIM.MODEL.LAYER_DIMS))
+    for key, (victim_key, follow) in _FOLLOW_VICTIM_ARCH.items():
+        if _get(cfg, key) == follow and cfg.SHADOW.MODEL.ARCH in ("", cfg.VICTIM.MODEL.ARCH) \
+                and _get(cfg, victim_key) != follow:
+            value = _get(cfg, victim_key)
+            put(key, list(value) if isinstance(value, list) else value)
     for key, (victim_key, follow) in _FOLLOW_VICTIM.items():
         if _get(cfg, key) == follow:
             put(key, _get(cfg, victim_key))

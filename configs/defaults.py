@@ -53,12 +53,17 @@ _C.VICTIM.IN_FEATURES = -1
 # training one; empty: train the victim.
 _C.VICTIM.CHECKPOINT = ""
 _C.VICTIM.MODEL = CN()
-# Architecture registry key; allowed: simplecnn, pytorchcnn (images), simplemlp, mlp
-# (any records, flattened).
+# Architecture registry key; allowed: simplecnn, pytorchcnn, resnet18, wrn, fastnet
+# (images), simplemlp, mlp (any records, flattened).
 _C.VICTIM.MODEL.ARCH = "simplecnn"
-# Hidden layer widths of simplemlp and mlp; []: the architecture's own (simplemlp 128;
-# mlp 1024-512-256-128, the usual Purchase-100/Texas-100 target).
+# Hidden layer widths of simplemlp and mlp, stage widths of resnet18 (4) and fastnet (3);
+# []: the architecture's own (simplemlp 128; mlp 1024-512-256-128, the usual
+# Purchase-100/Texas-100 target; resnet18 64-128-256-512; fastnet 64-256-256, airbench94's).
 _C.VICTIM.MODEL.LAYER_DIMS = []
+# Depth and widening factor of wrn (WRN-DEPTH-WIDTH; DEPTH is 6n + 4); -1: the
+# architecture's own (28 and 2: WRN-28-2, LiRA's CIFAR-10 model). Other architectures: -1.
+_C.VICTIM.MODEL.DEPTH = -1
+_C.VICTIM.MODEL.WIDTH = -1
 _C.VICTIM.OPTIMIZER = CN()
 # Optimizer registry key; allowed: adam, adamw, sgd.
 _C.VICTIM.OPTIMIZER.NAME = "adam"
@@ -71,12 +76,31 @@ _C.VICTIM.OPTIMIZER.GAMMA = 0.0
 _C.VICTIM.OPTIMIZER.BETAS = [0.9, 0.999]
 # SGD momentum; ignored by adam and adamw.
 _C.VICTIM.OPTIMIZER.MOMENTUM = 0.0
+# SGD with Nesterov momentum (needs NAME sgd and MOMENTUM > 0).
+_C.VICTIM.OPTIMIZER.NESTEROV = False
+# Learning-rate schedule, stepped after every optimizer step (engine/recipe.py); allowed:
+# none (constant), cosine (half a cosine down to 0 at the end), onecycle (linear down to
+# ~0 at the end), multistep (x LR_DECAY at each of MILESTONES).
+_C.VICTIM.OPTIMIZER.SCHEDULER = "none"
+# Epochs (may be fractional) of linear warm-up from ~0 to ALPHA before the schedule
+# (with any SCHEDULER, none included); 0.0: none.
+_C.VICTIM.OPTIMIZER.WARMUP_EPOCHS = 0.0
+# For multistep: the epochs after which the learning rate is multiplied by LR_DECAY.
+_C.VICTIM.OPTIMIZER.MILESTONES = []
+_C.VICTIM.OPTIMIZER.LR_DECAY = 0.1
 # Loss registry key; allowed: ce (cross-entropy on logits).
 _C.VICTIM.CRITERION = "ce"
 _C.VICTIM.TRAIN = CN()
 # Training epochs, records per mini-batch.
 _C.VICTIM.TRAIN.NUM_EPOCHS = 20
 _C.VICTIM.TRAIN.BATCH_SIZE = 64
+# Weight of the uniform distribution mixed into each one-hot target of the ce loss, in
+# [0, 1); 0.0: none.
+_C.VICTIM.TRAIN.LABEL_SMOOTHING = 0.0
+# Data augmentation of each batch, on the device, each model drawing its own (also in a
+# pack); allowed: none, flip (random horizontal flips), flip_crop (random 32x32 crop of the
+# image padded by 4 reflected pixels, plus flip). Images only.
+_C.VICTIM.TRAIN.AUGMENT = "none"
 # Records the victim trains on, drawn class-balanced from the victim pool
 # (at most DATASET.VICTIM_POOL_SIZE); the paper's CIFAR-10 sizes: 2500 ... 15000.
 _C.VICTIM.TRAIN.SET_SIZE = 15000
@@ -97,6 +121,10 @@ _C.SHADOW.MODEL.ARCH = ""
 # Hidden layer widths (as VICTIM.MODEL.LAYER_DIMS); []: as VICTIM when the architecture
 # is the victim's, else the architecture's own.
 _C.SHADOW.MODEL.LAYER_DIMS = []
+# wrn's depth and widening factor (as VICTIM.MODEL.DEPTH/WIDTH); -1: as VICTIM when the
+# architecture is the victim's, else the architecture's own.
+_C.SHADOW.MODEL.DEPTH = -1
+_C.SHADOW.MODEL.WIDTH = -1
 _C.SHADOW.OPTIMIZER = CN()
 # Optimizer name, learning rate (ALPHA), weight decay (GAMMA), Adam betas, SGD
 # momentum, each as VICTIM.OPTIMIZER.*; empty, -1 or []: as VICTIM.
@@ -105,6 +133,13 @@ _C.SHADOW.OPTIMIZER.ALPHA = -1.0
 _C.SHADOW.OPTIMIZER.GAMMA = -1.0
 _C.SHADOW.OPTIMIZER.BETAS = []
 _C.SHADOW.OPTIMIZER.MOMENTUM = -1.0
+# Nesterov momentum, schedule, warm-up epochs, multistep milestones and decay, each as
+# VICTIM.OPTIMIZER.*; empty, -1 or []: as VICTIM (NESTEROV also takes True or False).
+_C.SHADOW.OPTIMIZER.NESTEROV = ""
+_C.SHADOW.OPTIMIZER.SCHEDULER = ""
+_C.SHADOW.OPTIMIZER.WARMUP_EPOCHS = -1.0
+_C.SHADOW.OPTIMIZER.MILESTONES = []
+_C.SHADOW.OPTIMIZER.LR_DECAY = -1.0
 # Loss registry key (as VICTIM.CRITERION); empty: as VICTIM.
 _C.SHADOW.CRITERION = ""
 _C.SHADOW.TRAIN = CN()
@@ -118,6 +153,9 @@ _C.SHADOW.TRAIN.DATA_PATH = ""
 # Epochs, mini-batch size; -1: as VICTIM.TRAIN.
 _C.SHADOW.TRAIN.NUM_EPOCHS = -1
 _C.SHADOW.TRAIN.BATCH_SIZE = -1
+# Label smoothing and augmentation (as VICTIM.TRAIN.*); -1 or empty: as VICTIM.
+_C.SHADOW.TRAIN.LABEL_SMOOTHING = -1.0
+_C.SHADOW.TRAIN.AUGMENT = ""
 # Folder for per-shadow metrics (and checkpoints); empty: OUTPUT_DIR/shadow_files.
 _C.SHADOW.TRAIN.CHECKPOINT_DIR = ""
 # Records each shadow draws from each pool half (train "in" and test "out");

@@ -1,7 +1,8 @@
 """In-flight checkpoints: the state of a training in progress (the pack's stacked weights
-and buffers, the optimizer's state, every member's shuffle generator and next shuffle,
-the epochs done), saved at epoch ends so that a killed run resumes inside the training and
-ends with the weights an uninterrupted one gets."""
+and buffers, the optimizer's and learning-rate scheduler's state, every member's shuffle
+generator and next epoch's shuffles and augmentation draws, the epochs done), saved at
+epoch ends so that a killed run resumes inside the training and ends with the weights an
+uninterrupted one gets."""
 
 import logging
 import os
@@ -20,9 +21,10 @@ class TrainCheckpoint:
         self.path, self.seconds, self.tag, self.name = path, minutes * 60.0, tag, name
         self.last = time.monotonic()
 
-    def restore(self, pack, optimizer, gens):
-        """Load the saved state into pack, optimizer and the (K,) generators; return (epochs
-        done, (K, n) int64 shuffles of the next epoch), or None when there is none to use."""
+    def restore(self, pack, recipe, gens):
+        """Load the saved state into pack, recipe (engine/recipe.py: optimizer, scheduler)
+        and the (K,) generators; return (epochs done, the next epoch's plan: (K, n) int64
+        shuffles, or (K, n, 4) with augmentation draws), or None when there is none to use."""
         if not os.path.exists(self.path):
             return None
         log = logging.getLogger("mia")
@@ -36,19 +38,19 @@ class TrainCheckpoint:
                      self.path, self.name)
             return None
         pack.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
+        recipe.load_state_dict(state)
         for gen, gen_state in zip(gens, state["generators"]):
             gen.set_state(gen_state)
         log.info("%s: resuming after epoch %d from %s", self.name, state["epoch"], self.path)
         return state["epoch"], state["perms"]
 
-    def save_due(self, pack, optimizer, gens, perms, epoch):
-        """Save the state after `epoch` epochs, with the next epoch's shuffles `perms`, when
-        the interval has passed."""
+    def save_due(self, pack, recipe, gens, plan, epoch):
+        """Save the state after `epoch` epochs, with the next epoch's plan (shuffles and
+        draws), when the interval has passed."""
         if self.seconds <= 0 or time.monotonic() - self.last < self.seconds:
             return
-        save_checkpoint(self.path, pack.state_dict(), optimizer=optimizer.state_dict(),
-                        generators=[g.get_state() for g in gens], perms=perms, epoch=epoch,
+        save_checkpoint(self.path, pack.state_dict(), **recipe.state_dict(),
+                        generators=[g.get_state() for g in gens], perms=plan, epoch=epoch,
                         tag=self.tag)
         self.last = time.monotonic()
 

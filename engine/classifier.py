@@ -1,11 +1,13 @@
 """Training and scoring of classifier packs; the victim and the shadows share it, each
 with its own config section (cfg.VICTIM or cfg.SHADOW)."""
 
+import math
+
 import torch
 
 from attack_models.queries import get_query_views, query_views
-from engine.optim import build_optimizer, get_criterion
 from engine.pack import build_pack
+from engine.recipe import build_recipe
 from engine.trainer import cuda_step_graph, fit, predict, seeded_models
 from victims import build_model
 
@@ -13,12 +15,17 @@ from victims import build_model
 INFERENCE_BATCH = 2048
 
 
+def model_options(node):
+    """build_model's shape options from a VICTIM or SHADOW section (after infer_cfg)."""
+    return dict(layer_dims=node.MODEL.LAYER_DIMS, depth=node.MODEL.DEPTH, width=node.MODEL.WIDTH)
+
+
 def build_classifier_pack(node, cfg, inputs, input_shape, seeds, device):
     """A pack (engine.pack.build_pack) of len(seeds) fresh `node.MODEL.ARCH` classifiers
     for records of input_shape, member j initialised from seeds[j]; inputs: (N, ...) the
     records it will see (build_pack probes a few)."""
     models = seeded_models(lambda: build_model(node.MODEL.ARCH, cfg.VICTIM.NUM_CLASSES,
-                                               input_shape, node.MODEL.LAYER_DIMS), seeds)
+                                               input_shape, **model_options(node)), seeds)
     channels_last = len(seeds) > 1 or device.type == "cuda"
     fused = cfg.FUSED_CPU_KERNEL and device.type == "cpu"
     return build_pack(models, inputs, channels_last=channels_last, fused=fused,
@@ -31,7 +38,8 @@ def train_classifiers(ctx, data, node, seeds, train_idx, names, stop=None, check
     TrainCheckpoint `checkpoint` (if any); one TSV row per member and epoch."""
     pack = build_classifier_pack(node, ctx.cfg, data.all_x, data.input_shape, seeds,
                                  ctx.device)
-    optimizer = build_optimizer(pack.parameters(), node.OPTIMIZER, ctx.device)
+    steps_per_epoch = math.ceil(train_idx.shape[1] / node.TRAIN.BATCH_SIZE)
+    recipe = build_recipe(node, pack.parameters(), ctx.device, steps_per_epoch)
 
     def on_epoch(epoch, losses):
         for name, loss in zip(names, losses.tolist()):
@@ -39,8 +47,7 @@ def train_classifiers(ctx, data, node, seeds, train_idx, names, stop=None, check
 
     idx = torch.as_tensor(train_idx, device=ctx.device)
     return fit(pack, data.all_x, data.all_y, idx, epochs=node.TRAIN.NUM_EPOCHS,
-               batch_size=node.TRAIN.BATCH_SIZE, optimizer=optimizer,
-               criterion=get_criterion("classifier", node.CRITERION), seeds=seeds,
+               batch_size=node.TRAIN.BATCH_SIZE, recipe=recipe, seeds=seeds,
                desc=f"train {names[0]}" + ("+" if len(names) > 1 else ""),
                on_epoch=on_epoch, stop=stop, amp=ctx.cfg.MIXED_PRECISION,
                step_graph=cuda_step_graph(ctx.cfg.CUDA_GRAPHS, ctx.device),

@@ -17,7 +17,9 @@ def _adamw(params, cfg_opt, fused):
 
 
 def _sgd(params, cfg_opt, fused):
+    # NESTEROV: the victim's and shadows' sections have it; the attacker's does not
     return torch.optim.SGD(params, lr=cfg_opt.ALPHA, momentum=cfg_opt.MOMENTUM,
+                           nesterov=bool(cfg_opt.get("NESTEROV", False)),
                            weight_decay=cfg_opt.GAMMA, fused=fused or None)
 
 
@@ -25,9 +27,10 @@ def _sgd(params, cfg_opt, fused):
 OPTIMIZERS = {"adam": _adam, "adamw": _adamw, "sgd": _sgd}
 
 
-def _ce(logits, targets):
-    """(n, C) logits, (n,) int classes -> (n,) losses."""
-    return F.cross_entropy(logits, targets, reduction="none")
+def _ce(logits, targets, label_smoothing=0.0):
+    """(n, C) logits, (n,) int classes -> (n,) losses (label_smoothing: the weight of the
+    uniform distribution mixed into the one-hot target, TRAIN.LABEL_SMOOTHING)."""
+    return F.cross_entropy(logits, targets, reduction="none", label_smoothing=label_smoothing)
 
 
 def _bce(logits, targets):

@@ -1,19 +1,27 @@
-"""K models of one sequential architecture trained and run as one grouped model.
+"""K models of one architecture trained and run as one grouped model.
 
-Convolutions become one convolution with `groups=K` over stacked channels (layout
-(B, K*C, H, W); channels_last weights make the backend run channels_last), dense layers
-one batched matmul in the features-first layout (K, F, B), where a batch norm's K*F
-channels are contiguous rows (one native batch norm, no transposing copy). Each member
-keeps its own weights: with the sum of per-member mean losses and an element-wise
-optimizer (Adam, SGD), training a pack equals training its members one by one up to
-float rounding (tests/test_pack.py checks it in float64). On CPU, a convolution followed
-by a 2x2 max-pool can run as one fused kernel; as the first layer, it also gathers the
-records (engine/fused.py).
+Two forms, each exactly K separate models (with the sum of per-member mean losses and an
+element-wise optimizer (Adam, SGD), training a pack equals training its members one by
+one up to float rounding; tests/test_pack.py checks it in float64):
 
-A pack runs the model's leaf modules in registration order, which is the model only when
-its forward is that chain. build_pack checks it by behaviour on a probe batch (outputs in
-train and eval mode, and one gradient step) and otherwise returns a ModelList, whose
-members run and train one by one behind the same interface.
+- ModelPack, for a model whose forward is its leaf modules in registration order (the
+  small CNNs, MLPs and attack models). Convolutions become one convolution with
+  `groups=K` over stacked channels (layout (B, K*C, H, W); channels_last weights make the
+  backend run channels_last), dense layers one batched matmul in the features-first
+  layout (K, F, B), where a batch norm's K*F channels are contiguous rows (one native
+  batch norm, no transposing copy). On CPU, a convolution followed by a 2x2 max-pool can
+  run as one fused kernel; as the first layer, it also gathers the records
+  (engine/fused.py).
+- ChannelPack, for any model built of Conv2d, BatchNorm1d/2d, Linear and parameter-free
+  modules (ResNets with skip connections, functional activations in forward): the
+  model's module tree is copied with each of those layers replaced by its K-member form
+  on stacked channels (a convolution with groups=K, a batch norm over K*C channels, a
+  batched matmul), and the model's OWN forward runs on (B, K*C, ...) activations, so
+  skip connections, pooling and activations act on every member's channels alike.
+
+build_pack checks by behaviour on a probe batch (outputs in train and eval mode, and one
+gradient step) which form gives each member's own results, and otherwise returns a
+ModelList, whose members run and train one by one behind the same interface.
 """
 
 import copy
@@ -244,6 +252,166 @@ class ModelPack(nn.Module):
         return out
 
 
+class _StackedConv2d(nn.Module):
+    """K Conv2d as one grouped convolution: (B, K*C_in, H, W) -> (B, K*C_out, H', W')."""
+
+    def __init__(self, convs):
+        super().__init__()
+        c = convs[0]
+        if c.padding_mode != "zeros":
+            raise UsageError(f"Conv2d with padding_mode {c.padding_mode!r} has no stacked form")
+        self.k, self.out = len(convs), c.out_channels
+        self.kw = dict(stride=c.stride, padding=c.padding, dilation=c.dilation,
+                       groups=c.groups * self.k)
+        self.weight = _stacked(torch.cat, [m.weight for m in convs])
+        self.bias = None if c.bias is None else _stacked(torch.cat, [m.bias for m in convs])
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight, self.bias, **self.kw)
+
+    def member_state(self, j):
+        s = slice(j * self.out, (j + 1) * self.out)
+        state = {"weight": self.weight[s]}
+        if self.bias is not None:
+            state["bias"] = self.bias[s]
+        return state
+
+
+class _StackedLinear(nn.Module):
+    """K Linear as one batched matmul on stacked features: (B, K*F_in) -> (B, K*F_out)."""
+
+    def __init__(self, linears):
+        super().__init__()
+        self.k = len(linears)
+        self.weight = _stacked(torch.stack, [m.weight for m in linears])  # (K, F_out, F_in)
+        self.bias = (None if linears[0].bias is None
+                     else _stacked(torch.stack, [m.bias for m in linears]))  # (K, F_out)
+
+    def forward(self, x):
+        if x.dim() != 2:
+            raise UsageError(f"a Linear on a {x.dim()}-D tensor has no stacked form")
+        b = x.shape[0]
+        x = x.view(b, self.k, -1).transpose(0, 1)  # (K, B, F_in)
+        out = (torch.bmm(x, self.weight.transpose(1, 2)) if self.bias is None
+               else torch.baddbmm(self.bias[:, None], x, self.weight.transpose(1, 2)))
+        return out.transpose(0, 1).reshape(b, -1)
+
+    def member_state(self, j):
+        state = {"weight": self.weight[j]}
+        if self.bias is not None:
+            state["bias"] = self.bias[j]
+        return state
+
+
+class _StackedBatchNorm(nn.Module):
+    """K BatchNorm1d/2d as one batch norm over K*C channels, running statistics included
+    (each member's channels are their own channels of it: the statistics of a channel are
+    taken over the batch and spatial positions, never across channels)."""
+
+    def __init__(self, norms):
+        super().__init__()
+        m = norms[0]
+        self.k, self.c, self.eps, self.momentum = len(norms), m.num_features, m.eps, m.momentum
+        self.weight = self.bias = None
+        if m.affine:
+            self.weight = _stacked(torch.cat, [n.weight for n in norms])
+            self.bias = _stacked(torch.cat, [n.bias for n in norms])
+        track = m.track_running_stats
+        self.register_buffer("running_mean", torch.cat([n.running_mean for n in norms])
+                             if track else None)
+        self.register_buffer("running_var", torch.cat([n.running_var for n in norms])
+                             if track else None)
+        # every member's norm runs as often as the pack's: one count serves them all
+        self.register_buffer("num_batches_tracked",
+                             m.num_batches_tracked.clone() if track else None)
+
+    def forward(self, x):
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # a cumulative average, as nn.BatchNorm*d
+                factor = 1.0 / float(self.num_batches_tracked)
+        use_batch = self.training or self.running_mean is None
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            use_batch, factor, self.eps)
+
+    def member_state(self, j):
+        s = slice(j * self.c, (j + 1) * self.c)
+        state = {}
+        if self.weight is not None:
+            state.update(weight=self.weight[s], bias=self.bias[s])
+        if self.running_mean is not None:
+            state.update(running_mean=self.running_mean[s], running_var=self.running_var[s],
+                         num_batches_tracked=self.num_batches_tracked)
+        return state
+
+
+def _stacked(join, tensors):
+    """One parameter joining the members' (torch.cat or torch.stack), trainable as theirs."""
+    return nn.Parameter(join([t.detach() for t in tensors]), requires_grad=tensors[0].requires_grad)
+
+
+_STACKED = {nn.Conv2d: _StackedConv2d, nn.Linear: _StackedLinear,
+            nn.BatchNorm1d: _StackedBatchNorm, nn.BatchNorm2d: _StackedBatchNorm}
+
+
+def _stacked_kind(module):
+    return next((kind for kind in _STACKED if type(module) is kind), None)
+
+
+def _unstackable(model):
+    """Names of the module types in the model that hold weights or buffers of their own and
+    have no stacked form."""
+    return sorted({type(m).__name__ for m in model.modules() if _stacked_kind(m) is None
+                   and (list(m.parameters(recurse=False)) or list(m.buffers(recurse=False)))})
+
+
+class ChannelPack(nn.Module):
+    """K same-architecture models as one that runs the model's own forward on stacked
+    channels; forward(inputs, idx) gives member j's outputs on inputs[idx[j]] as
+    (K, B, out). Every tensor between its layers is (B, K*C, ...): member j's channels
+    j*C .. (j+1)*C - 1."""
+
+    def __init__(self, models, channels_last=True):
+        super().__init__()
+        missing = _unstackable(models[0])
+        if missing:
+            raise UsageError(f"{type(models[0]).__name__} has layers with no grouped form "
+                             f"({', '.join(missing)}); build_pack trains it one by one")
+        self.k = len(models)
+        self.net = copy.deepcopy(models[0])
+        stacked, self.names = {}, []  # module id -> its stacked form; (name, stacked form)
+        for name, module in models[0].named_modules(remove_duplicate=False):
+            kind = _stacked_kind(module)
+            if kind is None:
+                continue
+            if id(module) not in stacked:  # a module registered twice stays one module
+                stacked[id(module)] = _STACKED[kind]([m.get_submodule(name) for m in models])
+            parent, _, leaf = name.rpartition(".")
+            setattr(self.net.get_submodule(parent), leaf, stacked[id(module)])
+            self.names.append((name, stacked[id(module)]))
+        if channels_last:
+            for module in self.net.modules():
+                if isinstance(module, _StackedConv2d):
+                    module.weight.data = module.weight.data.contiguous(
+                        memory_format=torch.channels_last)
+
+    def forward(self, inputs, idx):
+        """Member j's outputs on inputs[idx[j]]: inputs (N, ...) whole on the device, idx
+        (K, B) record indices -> (K, B, out)."""
+        out = self.net(inputs[idx.t().contiguous()].flatten(1, 2))  # (B, K*out)
+        return out.view(out.shape[0], self.k, -1).transpose(0, 1)
+
+    def member_state_dicts(self):
+        """One state_dict per member, loadable into the original architecture (CPU tensors)."""
+        out = [{} for _ in range(self.k)]
+        for name, layer in self.names:
+            for j in range(self.k):
+                for key, t in layer.member_state(j).items():
+                    out[j][f"{name}.{key}"] = t.detach().cpu().clone().contiguous()
+        return out
+
+
 class ModelList(nn.Module):
     """K models of any architecture behind ModelPack's interface, each run on its own
     records in turn: trained by fit (the sum of per-member mean losses, an element-wise
@@ -269,14 +437,22 @@ class ModelList(nn.Module):
 # rounding is ~1e-16, a pack that runs another network is off by ~1e-1.
 _PROBE_RECORDS = 8
 _PROBE_RTOL = 1e-9
-# Verdict per (model class, its repr, probe record shape and dtype): "" when it packs,
-# else why not. One per architecture per process, so the probe runs (and logs) once.
+# ChannelPack probes fewer (deep networks in float64 take seconds per record on 2 cores;
+# 4, not 2: a batch norm over 2 values per channel outputs about +-1 whatever its input,
+# so its gradient is rounding noise).
+_CHANNEL_PROBE_RECORDS = 4
+# The pack forms build_pack tries, in order of preference (ModelPack has the fused kernel
+# and the features-first dense layout; ChannelPack takes more architectures).
+_FORMS = (ModelPack, ChannelPack)
+# Verdict per (model class, its repr, probe record shape and dtype): the pack form that
+# behaves as the members do, or None and why not. One per architecture per process, so
+# the probe runs (and logs) once.
 _VERDICTS = {}
 
 
 def build_pack(models, inputs, *, channels_last=True, fused=False, name=""):
-    """ModelPack(models) when a pack of their architecture behaves as the members do on a
-    probe of inputs' first records ((N, ...) tensor like those the pack will see), else
+    """The first pack form (ModelPack, then ChannelPack) that behaves as the members do on
+    a probe of inputs' first records ((N, ...) tensor like those the pack will see), else
     ModelList(models); the first fallback per architecture is logged with the reason.
     name: the architecture as the user knows it (default: the class name)."""
     model = models[0]
@@ -285,43 +461,58 @@ def build_pack(models, inputs, *, channels_last=True, fused=False, name=""):
     # the probe's RNG use (forked) must not interleave with a thread seeding its models
     with INIT_LOCK:
         if key not in _VERDICTS:
-            _VERDICTS[key] = _why_not_packable(model, probe)
-            if _VERDICTS[key]:
+            _VERDICTS[key] = _choose_form(model, probe)
+            form, why = _VERDICTS[key]
+            if form is None:
                 logging.getLogger("mia").warning(
                     "%s does not train in packs (%s); its models train one by one",
-                    name or type(model).__name__, _VERDICTS[key])
-        why = _VERDICTS[key]
-    if why:
+                    name or type(model).__name__, why)
+        form, _ = _VERDICTS[key]
+    if form is None:
         return ModelList(models)
-    return ModelPack(models, channels_last=channels_last, fused=fused)
+    if form is ModelPack:
+        return ModelPack(models, channels_last=channels_last, fused=fused)
+    return form(models, channels_last=channels_last)
 
 
-def _why_not_packable(model, probe):
-    """Why a pack of the model would not give each member's own outputs and gradient
-    step on the probe records, in one line; "" when it would."""
-    missing = _ungrouped(model)
+def _choose_form(model, probe):
+    """(the first of _FORMS that passes the probe, "") or (None, why the last one failed)."""
+    why = ""
+    for form in _FORMS:
+        why = _why_not_packable(model, probe, form)
+        if not why:
+            return form, ""
+    return None, why
+
+
+def _why_not_packable(model, probe, form=ModelPack):
+    """Why a pack of the model in `form` would not give each member's own outputs and
+    gradient step on the probe records, in one line; "" when it would."""
+    missing = _ungrouped(model) if form is ModelPack else _unstackable(model)
+    if form is ChannelPack:
+        probe = probe[:_CHANNEL_PROBE_RECORDS]
     if missing:
         return f"layers with no grouped form: {', '.join(missing)}"
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            return _probe(model, probe)
+            return _probe(model, probe, form)
     except Exception as e:  # a pack that cannot be built or run is no pack
         return f"the probe raised {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"
 
 
-def _probe(model, x):
-    """Compare a float64 pack of two members (model and a perturbed copy, each on its own
-    order of the probe records x) with the members themselves: outputs in train mode,
-    then one SGD step of lr 1 (the update is minus the gradient; batch norm statistics
-    move too), then outputs in eval mode. "" or what differs."""
+def _probe(model, x, form=ModelPack):
+    """Compare a float64 pack (of `form`) of two members (model and a perturbed copy, each
+    on its own order of the probe records x) with the members themselves: outputs in train
+    mode, then one SGD step of lr 1 (the update is minus the gradient; batch norm
+    statistics move too), then outputs in eval mode. "" or what differs."""
     x = x.double() if x.is_floating_point() else x
     members = [copy.deepcopy(model).double() for _ in range(2)]
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():  # members that differ show a pack that mixes them up
         for p in members[1].parameters():
             p.add_(0.1 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
-    pack = ModelPack(copy.deepcopy(members), channels_last=False)
+    pack = form(copy.deepcopy(members), channels_last=False)
     before = [{k: t.detach().clone() for k, t in m.state_dict().items()} for m in members]
     if set(pack.member_state_dicts()[0]) != set(before[0]):
         return (f"its state_dict keys {sorted(before[0])} are not the pack's "

@@ -1,9 +1,9 @@
 """The generic trainer: fit a pack of K models, each on its own records, and predict.
 
 Inputs stay whole on the device; a mini-batch is an index slice that the pack gathers
-in its own layout (ModelPack.forward).
-Each member draws its own shuffles from its own generator, so a member trained in a
-pack sees exactly the batches it would see alone.
+in its own layout (ModelPack.forward), or that the recipe's augmentation gathers first.
+Each member draws its own shuffles (and augmentations) from its own generator, so a
+member trained in a pack sees exactly the batches it would see alone.
 """
 
 import logging
@@ -13,6 +13,7 @@ import threading
 import torch
 from tqdm import tqdm
 
+from engine.recipe import Recipe
 from utils.errors import RunError
 
 
@@ -154,57 +155,72 @@ def graph_safe(optimizer):
     return all(g.get("fused") for g in optimizer.param_groups)
 
 
-def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, optimizer, criterion,
-        seeds, desc, on_epoch=None, stop=None, amp=False, step_graph=None, checkpoint=None):
-    """Train every member of `pack` on its row of train_idx ((K, n) int64 on the device).
+def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, seeds, desc, recipe=None,
+        optimizer=None, criterion=None, on_epoch=None, stop=None, amp=False, step_graph=None,
+        checkpoint=None):
+    """Train every member of `pack` on its row of train_idx ((K, n) int64 on the device)
+    with `recipe` (engine/recipe.py; optimizer and criterion alone: Recipe(optimizer,
+    criterion), a constant learning rate and no augmentation).
 
-    inputs: (N, ...) tensor on the device; targets: (N,) on the device; criterion maps
+    inputs: (N, ...) tensor on the device; targets: (N,) on the device; the criterion maps
     (m, out) logits and (m,) targets to (m,) losses. The loss minimised is the sum over
-    members of each member's mean loss. on_epoch(epoch, (K,) mean losses) is called after
-    every epoch. Raises RunError when a loss turns NaN or infinite, and Interrupted when
-    the threading.Event `stop` is set (checked every step). amp: bf16 autocast of the
-    forward pass (CUDA, or CPU with AVX512-BF16/AMX; the loss and the weights stay float32).
-    step_graph: a callable (step, optimizer) -> step, CudaGraphStep or the run's GraphSteps,
-    to run the full-size steps as a captured graph, used when the optimizer is graph_safe;
-    the last, shorter batch of an epoch runs eagerly. checkpoint: a TrainCheckpoint
-    (engine/checkpoint.py); training resumes from the state it holds, and offers it the
-    state after every epoch but the last.
+    members of each member's mean loss; the recipe's scheduler steps after every optimizer
+    step. on_epoch(epoch, (K,) mean losses) is called after every epoch. Raises RunError
+    when a loss turns NaN or infinite, and Interrupted when the threading.Event `stop` is
+    set (checked every step). amp: bf16 autocast of the forward pass (CUDA, or CPU with
+    AVX512-BF16/AMX; the loss and the weights stay float32). step_graph: a callable (step,
+    optimizer) -> step, CudaGraphStep or the run's GraphSteps, to run the full-size steps
+    as a captured graph, used when the optimizer is graph_safe and the learning rate is
+    constant (a replay would keep the captured one); the last, shorter batch of an epoch
+    runs eagerly. checkpoint: a TrainCheckpoint (engine/checkpoint.py); training resumes
+    from the state it holds, and offers it the state after every epoch but the last.
     """
+    recipe = recipe or Recipe(optimizer, criterion)
+    optimizer, augment, scheduler = recipe.optimizer, recipe.augment, recipe.scheduler
     k, n = train_idx.shape
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     steps = math.ceil(n / batch_size)
     device_type = train_idx.device.type
     total = torch.zeros(k, device=train_idx.device)
 
-    def step(idx):
+    def step(batch):
+        # batch: (K, B) record indices, or (K, B, 1 + Augment.NUM_DRAWS) with the draws
+        idx = batch if augment is None else batch[..., 0]
         # one cast per weight per forward: the autocast cache would only hold memory
         # (and a captured graph must not rely on it)
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp,
                             cache_enabled=False):
-            logits = pack(inputs, idx)
-        losses = criterion(logits.float().flatten(0, 1), targets[idx].flatten())
+            if augment is None:
+                logits = pack(inputs, idx)
+            else:
+                x = augment.apply(inputs, idx, batch[..., 1:]).flatten(0, 1)
+                logits = pack(x, torch.arange(x.shape[0], device=x.device).view(idx.shape))
+        losses = recipe.criterion(logits.float().flatten(0, 1), targets[idx].flatten())
         member_loss = losses.view(k, -1).mean(1)
         optimizer.zero_grad(set_to_none=True)
         member_loss.sum().backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         total.add_(member_loss.detach() * idx.shape[1])
 
-    full = step_graph(step, optimizer) if step_graph and graph_safe(optimizer) else step
+    graphable = step_graph and graph_safe(optimizer) and scheduler is None
+    full = step_graph(step, optimizer) if graphable else step
     pack.train()
-    resumed = checkpoint.restore(pack, optimizer, gens) if checkpoint else None
-    first, perms = resumed or (0, _shuffles(gens, n))
+    resumed = checkpoint.restore(pack, recipe, gens) if checkpoint else None
+    first, plan = resumed or (0, _epoch_plan(gens, n, augment))
     bar = tqdm(range(first, epochs), desc=desc, unit="epoch", leave=False, dynamic_ncols=True,
                initial=first, total=epochs)
     for epoch in bar:
-        order = train_idx.gather(1, perms.to(train_idx.device))
+        order = _order(train_idx, plan.to(train_idx.device))
         total.zero_()
         for s in range(steps):
             if stop is not None and stop.is_set():
                 raise Interrupted(desc)
-            idx = order[:, s * batch_size:(s + 1) * batch_size]
-            (full if idx.shape[1] == batch_size else step)(idx)
+            batch = order[:, s * batch_size:(s + 1) * batch_size]
+            (full if batch.shape[1] == batch_size else step)(batch)
         if epoch + 1 < epochs:  # drawn while the device finishes the epoch
-            perms = _shuffles(gens, n)
+            plan = _epoch_plan(gens, n, augment)
         epoch_loss = (total / n).cpu()  # one host sync per epoch
         if not torch.isfinite(epoch_loss).all():
             raise RunError(f"{desc}: training diverged at epoch {epoch + 1} "
@@ -213,13 +229,27 @@ def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, optimizer, crit
         if on_epoch:
             on_epoch(epoch, epoch_loss)
         if checkpoint and epoch + 1 < epochs:
-            checkpoint.save_due(pack, optimizer, gens, perms, epoch + 1)
+            checkpoint.save_due(pack, recipe, gens, plan, epoch + 1)
     return pack
 
 
-def _shuffles(gens, n):
-    """(K, n) int64: one permutation of range(n) per member, from its own generator."""
-    return torch.stack([torch.randperm(n, generator=g) for g in gens])
+def _epoch_plan(gens, n, augment):
+    """(K, n) int64: one permutation of range(n) per member, from its own generator; with
+    `augment`, (K, n, 1 + Augment.NUM_DRAWS): each permutation's record draws follow it,
+    from the same generator."""
+    rows = []
+    for gen in gens:
+        perm = torch.randperm(n, generator=gen)
+        rows.append(perm if augment is None else torch.cat([perm[:, None],
+                                                             augment.draw(gen, n)], 1))
+    return torch.stack(rows)
+
+
+def _order(train_idx, plan):
+    """The epoch's record indices (K, n), with the plan's draws beside them if it has any."""
+    if plan.dim() == 2:
+        return train_idx.gather(1, plan)
+    return torch.cat([train_idx.gather(1, plan[..., 0])[..., None], plan[..., 1:]], -1)
 
 
 @torch.inference_mode()

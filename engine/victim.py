@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from engine.checkpoint import TrainCheckpoint
-from engine.classifier import accuracy, posteriors, train_classifiers
+from engine.classifier import accuracy, model_options, posteriors, train_classifiers
 from engine.pack import build_pack
 from utils.errors import RunError, UsageError
 from utils.fingerprint import differing_keys, digest, fingerprint
@@ -32,7 +32,7 @@ def _load_victim(ckpt, path, node, inputs, device, fused, input_shape):
         raise UsageError(f"VICTIM.CHECKPOINT: {path} holds a '{ckpt.get('arch')}' with "
                          f"{ckpt.get('num_classes')} classes; the config asks for '{arch}' "
                          f"with {num_classes} (set VICTIM.MODEL.ARCH / VICTIM.NUM_CLASSES)")
-    model = build_model(arch, num_classes, input_shape, node.MODEL.LAYER_DIMS)
+    model = build_model(arch, num_classes, input_shape, **model_options(node))
     try:
         model.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, KeyError, TypeError) as e:

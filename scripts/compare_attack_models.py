@@ -29,6 +29,7 @@ from sklearn.preprocessing import StandardScaler
 from configs.config import build_cfg
 from datasets.attack_data import AttackData
 from engine.attack import build_attack, train_attack_models
+from engine.classifier import model_options
 from engine.data import SPLITS_FILE, load_records, make_run_data
 from engine.evaluate import victim_outputs
 from engine.methods import METHODS, Evidence
@@ -61,7 +62,7 @@ def load_run(run_dir, opts=()):
     ckpt = load_checkpoint(os.path.join(run_dir, VICTIM_DIR, CHECKPOINT_FILE))
     node = cfg.VICTIM
     model = build_model(node.MODEL.ARCH, node.NUM_CLASSES, data.input_shape,
-                        node.MODEL.LAYER_DIMS)
+                        **model_options(node))
     model.load_state_dict(ckpt["state_dict"])
     victim = build_pack([model], data.all_x, channels_last=False,
                         name=node.MODEL.ARCH).to(ctx.device).eval()

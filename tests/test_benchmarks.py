@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import torch
 
-from benchmarks import bench_gpu_fleet
+from benchmarks import bench_gpu_fleet, bench_modern
 from benchmarks.bench_speed import run_with_peak
 
 _BOOL = r"(True|False)"
@@ -84,3 +84,24 @@ def test_run_peak_fails_with_its_run(tmp_path):
     script.write_text("import sys\nsys.exit(2)\n")
     with pytest.raises(subprocess.CalledProcessError):
         run_with_peak([str(script)])
+
+
+_MODERN = re.compile(r"(resnet18|fastnet) ([\d-]+): probe ([\d.]+) s; (\d+) one by one "
+                     r"([\d,.]+) img/s; one (ChannelPack|ModelPack|ModelList) of (\d+) "
+                     r"([\d,.]+) img/s \(([\d.]+)x\)")
+
+
+def test_modern_benchmark_smoke_run(capsys):
+    bench_modern.main(["--narrow", "16", "--records", "8", "--pack", "2", "--batch", "4",
+                       "--image-size", "16", "--threads", "1"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("machine: ") and out[1].startswith("recipe: sgd nesterov")
+    rows = [_MODERN.fullmatch(line) for line in out[2:]]
+    assert len(rows) == 2 and all(rows)
+    assert [(m[1], m[2]) for m in rows] == [("resnet18", "4-8-16-32"), ("fastnet", "4-16-16")]
+    for m in rows:
+        one, packed, ratio = _number(m[5]), _number(m[8]), _number(m[9])
+        assert m[6] == "ChannelPack" and m[4] == m[7] == "2"  # both really packed
+        # the ratio of the two rates (each printed to 0.1 img/s, the ratio to 0.01)
+        low, high = (packed - 0.05) / (one + 0.05), (packed + 0.05) / (one - 0.05)
+        assert low - 0.005 - 1e-9 <= ratio <= high + 0.005 + 1e-9

@@ -51,6 +51,51 @@ def test_shadows_follow_the_victim_by_default():
     assert cfg.SHADOW.TRAIN.NUM_EPOCHS == 3 and cfg.VICTIM.TRAIN.NUM_EPOCHS != 3
 
 
+def test_shadows_follow_the_victims_recipe_and_shape_options():
+    recipe = ["VICTIM.OPTIMIZER.NAME", "sgd", "VICTIM.OPTIMIZER.MOMENTUM", "0.9",
+              "VICTIM.OPTIMIZER.NESTEROV", "True", "VICTIM.OPTIMIZER.SCHEDULER", "multistep",
+              "VICTIM.OPTIMIZER.WARMUP_EPOCHS", "0.5", "VICTIM.OPTIMIZER.MILESTONES", "[10, 15]",
+              "VICTIM.OPTIMIZER.LR_DECAY", "0.2", "VICTIM.TRAIN.LABEL_SMOOTHING", "0.1",
+              "VICTIM.TRAIN.AUGMENT", "flip_crop", "VICTIM.MODEL.ARCH", "wrn",
+              "VICTIM.MODEL.DEPTH", "16", "VICTIM.MODEL.WIDTH", "4"]
+    cfg, derived = build_cfg("", recipe)
+    o, t, m = cfg.SHADOW.OPTIMIZER, cfg.SHADOW.TRAIN, cfg.SHADOW.MODEL
+    assert (o.NESTEROV, o.SCHEDULER, o.WARMUP_EPOCHS, o.MILESTONES, o.LR_DECAY) == (
+        True, "multistep", 0.5, [10, 15], 0.2)
+    assert (t.LABEL_SMOOTHING, t.AUGMENT, m.ARCH, m.DEPTH, m.WIDTH) == (
+        0.1, "flip_crop", "wrn", 16, 4)
+    assert ("SHADOW.TRAIN.AUGMENT", "flip_crop") in derived
+    assert ("SHADOW.MODEL.DEPTH", 16) in derived
+    # a shadow's own value wins; NESTEROV takes True/False though its "as victim" is empty
+    cfg, _ = build_cfg("", recipe + ["SHADOW.OPTIMIZER.NESTEROV", "False",
+                                     "SHADOW.TRAIN.AUGMENT", "none",
+                                     "SHADOW.OPTIMIZER.SCHEDULER", "cosine"])
+    assert cfg.SHADOW.OPTIMIZER.NESTEROV is False and cfg.SHADOW.TRAIN.AUGMENT == "none"
+    assert cfg.SHADOW.OPTIMIZER.SCHEDULER == "cosine" and cfg.VICTIM.OPTIMIZER.NESTEROV is True
+    # another architecture takes its own depth and width
+    cfg, _ = build_cfg("", recipe + ["SHADOW.MODEL.ARCH", "resnet18"])
+    assert (cfg.SHADOW.MODEL.DEPTH, cfg.SHADOW.MODEL.WIDTH) == (-1, -1)
+    # the defaults keep today's recipe: no schedule, no augmentation, plain momentum
+    cfg, _ = build_cfg("", [])
+    assert (cfg.SHADOW.OPTIMIZER.SCHEDULER, cfg.SHADOW.OPTIMIZER.WARMUP_EPOCHS,
+            cfg.SHADOW.OPTIMIZER.NESTEROV, cfg.SHADOW.TRAIN.AUGMENT,
+            cfg.SHADOW.TRAIN.LABEL_SMOOTHING) == ("none", 0.0, False, "none", 0.0)
+
+
+def test_recipe_keys_are_part_of_the_victim_and_shadow_fingerprints():
+    from engine.shadows import shadow_fingerprint
+    from engine.victim import VICTIM_KEYS
+    from utils.fingerprint import fingerprint
+
+    base, _ = build_cfg("", ["OUTPUT_DIR", "/tmp/x"])
+    for key, value in (("VICTIM.TRAIN.AUGMENT", "flip"), ("VICTIM.OPTIMIZER.SCHEDULER", "cosine"),
+                       ("VICTIM.TRAIN.LABEL_SMOOTHING", "0.1"),
+                       ("VICTIM.OPTIMIZER.WARMUP_EPOCHS", "1")):
+        cfg, _ = build_cfg("", ["OUTPUT_DIR", "/tmp/x", key, value])
+        assert fingerprint(cfg, VICTIM_KEYS) != fingerprint(base, VICTIM_KEYS), key
+        assert shadow_fingerprint(cfg) != shadow_fingerprint(base), key  # shadows follow
+
+
 def test_original_documented_command_parses():
     cfg, _ = build_cfg("", ["SHADOW.MODEL.ARCH", "simplecnn", "SHADOW.OPTIMIZER.NAME", "sgd",
                             "SHADOW.OPTIMIZER.ALPHA", "0.001"])
@@ -77,7 +122,7 @@ BAD = [
     (["SHADOW.NUM_MODELS", "many"], "SHADOW.NUM_MODELS: expected int"),
     (["SHADOW.TRAIN.ENABLE", "3"], "SHADOW.TRAIN.ENABLE: expected bool"),
     (["ATTACKER.MODEL.LAYER_DIMS", "64"], "ATTACKER.MODEL.LAYER_DIMS: expected list"),
-    (["SHADOW.MODEL.ARCH", "resnet"], "SHADOW.MODEL.ARCH: bad value 'resnet'; allowed: mlp, pytorchcnn"),
+    (["SHADOW.MODEL.ARCH", "resnet"], "SHADOW.MODEL.ARCH: bad value 'resnet'; allowed: fastnet, mlp, pytorchcnn, resnet18"),
     (["VICTIM.MODEL.ARCH", "resnet"], "VICTIM.MODEL.ARCH: bad value 'resnet'"),
     (["ATTACKER.MODEL.ARCH", "svm"], "ATTACKER.MODEL.ARCH: bad value 'svm'; allowed: fcnet"),
     (["SHADOW.OPTIMIZER.NAME", "rmsprop"], "SHADOW.OPTIMIZER.NAME: bad value 'rmsprop'; allowed: adam"),
@@ -145,6 +190,47 @@ BAD = [
     (["ATTACKER.TEST.CHECKPOINT_DIR", "/no/such/dir"], "ATTACKER.TEST.CHECKPOINT_DIR: bad value"),
     (["SHADOW.TRAIN.DATA_PATH", "/no/splits.npz"], "SHADOW.TRAIN.DATA_PATH: bad value"),
     (["SHADOW.NUM_MODELS"], "KEY VALUE pairs"),
+    # training recipes (engine/recipe.py) and the deep architectures' shape options
+    (["VICTIM.OPTIMIZER.SCHEDULER", "step"],
+     "VICTIM.OPTIMIZER.SCHEDULER: bad value 'step'; allowed: cosine, multistep, none, onecycle"),
+    (["SHADOW.OPTIMIZER.SCHEDULER", "step"],
+     "SHADOW.OPTIMIZER.SCHEDULER: bad value 'step'; allowed: cosine, multistep, none, onecycle "
+     "(or empty: as VICTIM)"),
+    (["VICTIM.OPTIMIZER.NESTEROV", "True"],
+     "VICTIM.OPTIMIZER.NESTEROV: bad value True; allowed: False unless VICTIM.OPTIMIZER.NAME is "
+     "sgd and MOMENTUM > 0"),
+    (["VICTIM.OPTIMIZER.NAME", "sgd", "VICTIM.OPTIMIZER.MOMENTUM", "0.9",
+      "SHADOW.OPTIMIZER.NESTEROV", "yes"],
+     "SHADOW.OPTIMIZER.NESTEROV: bad value 'yes'; allowed: True or False (or empty: as VICTIM)"),
+    (["VICTIM.OPTIMIZER.NAME", "sgd", "VICTIM.OPTIMIZER.NESTEROV", "True",
+      "VICTIM.OPTIMIZER.MOMENTUM", "0.9", "SHADOW.OPTIMIZER.MOMENTUM", "0"],
+     "SHADOW.OPTIMIZER.NESTEROV: bad value True; allowed: False unless SHADOW.OPTIMIZER.NAME"),
+    (["VICTIM.OPTIMIZER.WARMUP_EPOCHS", "30"],
+     "VICTIM.OPTIMIZER.WARMUP_EPOCHS: bad value 30.0; allowed: epochs in [0, 20]"),
+    (["SHADOW.OPTIMIZER.WARMUP_EPOCHS", "-2"],
+     "SHADOW.OPTIMIZER.WARMUP_EPOCHS: bad value -2.0; allowed: epochs in [0, 20] (or -1: as VICTIM)"),
+    (["VICTIM.OPTIMIZER.SCHEDULER", "multistep"],
+     "VICTIM.OPTIMIZER.MILESTONES: bad value []; allowed: at least one epoch for "
+     "VICTIM.OPTIMIZER.SCHEDULER multistep"),
+    (["VICTIM.OPTIMIZER.MILESTONES", "[5, 25]"],
+     "VICTIM.OPTIMIZER.MILESTONES: bad value [5, 25]; allowed: distinct epochs in 1 .. 19"),
+    (["VICTIM.OPTIMIZER.LR_DECAY", "0"],
+     "VICTIM.OPTIMIZER.LR_DECAY: bad value 0.0; allowed: a factor in (0, 1]"),
+    (["VICTIM.TRAIN.LABEL_SMOOTHING", "1"],
+     "VICTIM.TRAIN.LABEL_SMOOTHING: bad value 1.0; allowed: a number in [0, 1)"),
+    (["SHADOW.TRAIN.LABEL_SMOOTHING", "-0.5"],
+     "SHADOW.TRAIN.LABEL_SMOOTHING: bad value -0.5; allowed: a number in [0, 1) (or -1: as VICTIM)"),
+    (["VICTIM.TRAIN.AUGMENT", "rotate"],
+     "VICTIM.TRAIN.AUGMENT: bad value 'rotate'; allowed: flip, flip_crop, none"),
+    (["DATASET.NAME", "purchase100", "VICTIM.MODEL.ARCH", "mlp", "VICTIM.TRAIN.AUGMENT", "flip"],
+     "VICTIM.TRAIN.AUGMENT: bad value 'flip'; allowed: none for purchase100's feature vectors"),
+    (["VICTIM.MODEL.ARCH", "wrn", "VICTIM.MODEL.DEPTH", "12"],
+     "VICTIM.MODEL.DEPTH: bad value 12; allowed: 6n + 4"),
+    (["VICTIM.MODEL.DEPTH", "28"], "VICTIM.MODEL.DEPTH: simplecnn has no depth to set"),
+    (["VICTIM.MODEL.ARCH", "wrn", "SHADOW.MODEL.ARCH", "resnet18", "VICTIM.MODEL.WIDTH", "4",
+      "SHADOW.MODEL.WIDTH", "4"], "SHADOW.MODEL.WIDTH: resnet18 has no width to set"),
+    (["SHADOW.MODEL.ARCH", "resnet18", "SHADOW.MODEL.LAYER_DIMS", "[8]"],
+     "SHADOW.MODEL.LAYER_DIMS: bad value [8]; allowed: 4 widths for resnet18"),
 ]
 
 
@@ -182,6 +268,8 @@ def _cli(*args, cwd=REPO):
     (["SHADOW.TRAIN.SET_SIZE", "99999"], "SHADOW.TRAIN.SET_SIZE"),
     (["NO.SUCH.KEY", "1"], "unknown config key"),
     (["--cfg", "/no/such.yaml"], "--cfg"),
+    (["VICTIM.TRAIN.AUGMENT", "crop"], "VICTIM.TRAIN.AUGMENT: bad value 'crop'; allowed: flip, "
+                                       "flip_crop, none"),
 ])
 def test_cli_usage_errors_exit_2_with_one_line(args, message, tmp_path):
     res = _cli(*args, "OUTPUT_DIR", str(tmp_path / "run")) if args[0] != "--cfg" else _cli(*args)

@@ -16,6 +16,7 @@ import torch
 from configs.config import build_cfg
 from engine.optim import CRITERIA
 from engine.pack import ModelPack
+from engine.recipe import Recipe, Schedule, build_augment
 from engine.setup import setup_run
 from engine.trainer import (
     CudaGraphStep,
@@ -76,13 +77,17 @@ def _data(device="cpu"):
     return x, y, idx
 
 
-def _train(step_graph, fused=True, device="cpu", epochs=4):
+def _train(step_graph, fused=True, device="cpu", epochs=4, augment=None, schedule=None):
+    """augment: an AUGMENT name; schedule: a SCHEDULER name (3 steps an epoch)."""
     x, y, idx = _data(device)
     pack = ModelPack(seeded_models(MODELS["simplecnn"], SEEDS)).to(device)
     opt = torch.optim.Adam(pack.parameters(), lr=1e-3, fused=fused)
+    scheduler = (torch.optim.lr_scheduler.LambdaLR(opt, Schedule(schedule, 3 * epochs, 0, [], 1))
+                 if schedule else None)
+    recipe = Recipe(opt, CRITERIA["classifier"]["ce"], scheduler,
+                    build_augment(augment) if augment else None)
     losses = []
-    fit(pack, x, y, idx, epochs=epochs, batch_size=16, optimizer=opt,
-        criterion=CRITERIA["classifier"]["ce"], seeds=SEEDS, desc="test",
+    fit(pack, x, y, idx, epochs=epochs, batch_size=16, recipe=recipe, seeds=SEEDS, desc="test",
         on_epoch=lambda e, loss: losses.append(loss), step_graph=step_graph)
     return pack.member_state_dicts(), torch.stack(losses), opt
 
@@ -105,6 +110,26 @@ def test_replayed_steps_train_as_eager_steps():
     # the optimizer is capturable while capturing only
     assert Emulated.flags_at_capture == [True]
     assert [g["capturable"] for g in opt.param_groups] == [False]
+
+
+def test_replayed_steps_with_augmentation_train_as_eager_steps():
+    # the step's flips and crops travel with its record indices into the captured tensor
+    eager, eager_loss, _ = _train(None, augment="flip_crop")
+    graphed, graphed_loss, _ = _train(Emulated, augment="flip_crop")
+    assert (Emulated.captures, Emulated.replays) == (1, 5)
+    _assert_same(eager, graphed)
+    assert torch.equal(eager_loss, graphed_loss)
+    plain, _, _ = _train(None)
+    assert not torch.equal(plain[0]["features.0.weight"], eager[0]["features.0.weight"])
+
+
+def test_a_learning_rate_schedule_is_not_captured():
+    # a replay would keep the captured step's learning rate
+    eager, eager_loss, _ = _train(None, schedule="cosine")
+    graphed, graphed_loss, _ = _train(Emulated, schedule="cosine")
+    assert Emulated.captures == 0 and Emulated.replays == 0
+    _assert_same(eager, graphed)
+    assert torch.equal(eager_loss, graphed_loss)
 
 
 def test_replay_reads_each_steps_records():

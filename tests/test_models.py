@@ -1,5 +1,7 @@
 """Every registry entry builds without a config and maps inputs to logits."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -29,9 +31,57 @@ def _mlp(x, p):  # simplemlp and mlp: (Linear, tanh) per hidden width, then Line
     return F.linear(x, *p[-2:])
 
 
-# Each registered architecture written out by hand from DESIGN.md, on its parameters in
-# registration order (p: weight, bias, weight, bias, ...): logits come out of a Linear.
-_BY_HAND = {"simplecnn": _simplecnn, "pytorchcnn": _pytorchcnn, "simplemlp": _mlp, "mlp": _mlp}
+def _bn(x, p, eps=1e-5):
+    """A fresh BatchNorm2d in eval mode (running mean 0, variance 1), weight and bias from p."""
+    w, b = next(p), next(p)
+    return x / math.sqrt(1 + eps) * w[:, None, None] + b[:, None, None]
+
+
+def _resnet18(x, p):  # 3x3 stem, 4 stages of 2 basic blocks (strides 1, 2, 2, 2)
+    p = iter(p)
+    x = F.relu(_bn(F.conv2d(x, next(p), padding=1), p))
+    for stage in range(4):
+        for block in range(2):
+            stride = 2 if stage and not block else 1
+            h = F.relu(_bn(F.conv2d(x, next(p), stride=stride, padding=1), p))
+            h = _bn(F.conv2d(h, next(p), padding=1), p)
+            if stride != 1 or x.shape[1] != h.shape[1]:
+                x = _bn(F.conv2d(x, next(p), stride=stride), p)
+            x = F.relu(h + x)
+    return F.linear(x.mean((2, 3)), next(p), next(p))
+
+
+def _wrn(x, p, depth, width):  # pre-activation blocks, 16/32/64 x width channels
+    p = iter(p)
+    x, c_in = F.conv2d(x, next(p), padding=1), 16
+    for group, c_out in enumerate((16 * width, 32 * width, 64 * width)):
+        for block in range((depth - 4) // 6):
+            stride = 2 if group and not block else 1
+            pre = F.relu(_bn(x, p))
+            h = F.conv2d(pre, next(p), stride=stride, padding=1)
+            h = F.conv2d(F.relu(_bn(h, p)), next(p), padding=1)
+            short = stride != 1 or c_in != c_out
+            x, c_in = h + (F.conv2d(pre, next(p), stride=stride) if short else x), c_out
+    return F.linear(F.relu(_bn(x, p)).mean((2, 3)), next(p), next(p))
+
+
+def _fastnet(x, p):  # airbench94: 2x2 stem, GELU, 3 x (conv, pool, BN, GELU, conv, BN, GELU)
+    p = iter(p)
+    x = F.gelu(F.conv2d(x, next(p), next(p)))
+    for _ in range(3):
+        x = F.gelu(_bn(F.max_pool2d(F.conv2d(x, next(p), padding=1), 2), p, 1e-12))
+        x = F.gelu(_bn(F.conv2d(x, next(p), padding=1), p, 1e-12))
+    return F.linear(x.amax((2, 3)), next(p)) / 9
+
+
+# Each registered architecture written out by hand from DESIGN.md and the papers, on its
+# parameters in registration order (p: weight, bias, weight, bias, ...): logits come out
+# of a Linear. The deep networks at small widths (_OPTIONS), so that the test takes seconds.
+_BY_HAND = {"simplecnn": _simplecnn, "pytorchcnn": _pytorchcnn, "simplemlp": _mlp, "mlp": _mlp,
+            "resnet18": _resnet18, "wrn": lambda x, p: _wrn(x, p, depth=10, width=1),
+            "fastnet": _fastnet}
+_OPTIONS = {"resnet18": dict(layer_dims=(8, 8, 16, 16)), "wrn": dict(depth=10, width=1),
+            "fastnet": dict(layer_dims=(8, 16, 16))}
 
 
 def test_every_architecture_has_a_hand_written_forward():
@@ -42,7 +92,7 @@ def test_every_architecture_has_a_hand_written_forward():
 @pytest.mark.parametrize("classes,channels,size", [(10, 3, 32), (7, 1, 28)])
 def test_classifier_outputs_logits(arch, classes, channels, size):
     torch.manual_seed(0)
-    model = build_model(arch, classes, (channels, size, size)).eval()
+    model = build_model(arch, classes, (channels, size, size), **_OPTIONS.get(arch, {})).eval()
     x = torch.randn(64, channels, size, size) * 3
     with torch.no_grad():
         out = model(x)
@@ -72,6 +122,35 @@ def test_attack_model_outputs_one_logit(arch):
     kinds = [type(m).__name__ for m in model.net]
     assert kinds[:3] == ["Linear", "BatchNorm1d", "ReLU"] and kinds[-1] == "Linear"
     assert len([k for k in kinds if k == "Linear"]) == 5
+
+
+def test_deep_networks_have_the_published_shapes():
+    # ResNet-18: 11.17M parameters on CIFAR-10 (3x3 stem, no max-pool); WRN-28-2: 1.47M;
+    # airbench94: 24-channel 2x2 stem, widths 64-256-256, a bias-free 256 -> 10 Linear
+    count = {a: sum(p.numel() for p in build_model(a, 10, (3, 32, 32)).parameters())
+             for a in ("resnet18", "wrn")}
+    assert count == {"resnet18": 11_173_962, "wrn": 1_467_610}
+    fast = build_model("fastnet", 10, (3, 32, 32))
+    convs = [tuple(m.weight.shape) for m in fast.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [(24, 3, 2, 2), (64, 24, 3, 3), (64, 64, 3, 3), (256, 64, 3, 3),
+                     (256, 256, 3, 3), (256, 256, 3, 3), (256, 256, 3, 3)]
+    assert tuple(fast.fc.weight.shape) == (10, 256) and fast.fc.bias is None
+    # the batch norms learn a shift only (airbench's BatchNorm(weight=False))
+    norms = [m for m in fast.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 6 and not any(m.weight.requires_grad for m in norms)
+    wrn = build_model("wrn", 10, (3, 32, 32), depth=16, width=4)
+    assert wrn.fc.in_features == 256 and len(wrn.blocks) == 6
+
+
+@pytest.mark.parametrize("arch,options,match", [
+    ("wrn", dict(depth=12), "MODEL.DEPTH: bad value 12; allowed: 6n \\+ 4"),
+    ("resnet18", dict(depth=28), "MODEL.DEPTH: resnet18 has no depth to set"),
+    ("simplecnn", dict(width=2), "MODEL.WIDTH: simplecnn has no width to set"),
+    ("resnet18", dict(layer_dims=(8, 8)), "MODEL.LAYER_DIMS: bad value \\[8, 8\\]; allowed: 4"),
+    ("fastnet", dict(layer_dims=(8, 8, 8, 8)), "allowed: 3 widths for fastnet")])
+def test_bad_shape_options_name_the_key(arch, options, match):
+    with pytest.raises(UsageError, match=match):
+        build_model(arch, 10, (3, 32, 32), **options)
 
 
 def test_unknown_names_list_the_valid_ones():

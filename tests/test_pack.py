@@ -10,20 +10,30 @@ from torch import nn
 import engine.pack
 from attack_models import ATTACK_MODELS, FCNet
 from engine.optim import CRITERIA
-from engine.pack import ModelList, ModelPack, build_pack, can_pack
+from engine.pack import ChannelPack, ModelList, ModelPack, build_pack, can_pack
 from engine.trainer import fit, predict, seeded_models
 from victims import MODELS, build_model, check_model
 
 # Architectures that take feature vectors (Purchase-100-like records of 20 features).
 _VECTOR_ARCHS = [a for a in sorted(MODELS) if not check_model(a, (20,))]
+# The deep networks at tiny widths on tiny images, so that float64 training takes
+# seconds; their structure (blocks, skip connections, batch norms) is the full one.
+_TINY = {"resnet18": dict(layer_dims=(4, 4, 8, 8)), "wrn": dict(depth=10, width=1),
+         "fastnet": dict(layer_dims=(4, 8, 8))}
+_TINY_SHAPE = {"resnet18": (3, 8, 8), "wrn": (3, 8, 8), "fastnet": (3, 12, 12)}
 
 
-_ARCH_SHAPES = [(a, (3, 32, 32)) for a in sorted(MODELS)] + [(a, (20,)) for a in _VECTOR_ARCHS]
+def _image_shape(arch):
+    return _TINY_SHAPE.get(arch, (3, 32, 32))
+
+
+_ARCH_SHAPES = ([(a, _image_shape(a)) for a in sorted(MODELS)]
+                + [(a, (20,)) for a in _VECTOR_ARCHS])
 _ARCH_IDS = [f"{a}-{'image' if len(s) == 3 else 'vector'}" for a, s in _ARCH_SHAPES]
 
 
 def _builder(arch, shape=(3, 32, 32)):
-    return lambda: build_model(arch, 10, shape)
+    return lambda: build_model(arch, 10, shape, **_TINY.get(arch, {}))
 
 # One float32 unit in the last place, relative: predict returns float32 outputs, which
 # round the float64 ones by up to half of it (5.8e-8 measured).
@@ -51,7 +61,8 @@ def _opt(params, name):
 
 
 def _train(models, x, y, idx, seeds, criterion, opt, channels_last):
-    pack = ModelPack(models, channels_last=channels_last)
+    pack = build_pack(models, x, channels_last=channels_last)
+    assert isinstance(pack, (ModelPack, ChannelPack))
     fit(pack, x, y, idx, epochs=2, batch_size=16, optimizer=_opt(pack.parameters(), opt),
         criterion=criterion, seeds=seeds, desc="test")
     return pack
@@ -100,13 +111,22 @@ def test_attack_pack_with_batchnorm_equals_one_by_one():
 
 
 def test_model_with_an_ungrouped_layer_is_refused_by_packs_and_trains_one_by_one(mia_warnings):
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.LayerNorm(6))
     assert not can_pack(net)
-    with pytest.raises(Exception, match="BatchNorm2d"):
-        ModelPack([copy.deepcopy(net)])
+    for form in (ModelPack, ChannelPack):
+        with pytest.raises(Exception, match="LayerNorm"):
+            form([copy.deepcopy(net)])
     assert isinstance(build_pack([net], torch.randn(4, 3, 8, 8)), ModelList)
     assert mia_warnings == ["Sequential does not train in packs (layers with no grouped form: "
-                            "BatchNorm2d); its models train one by one"]
+                            "LayerNorm); its models train one by one"]
+
+
+def test_batchnorm2d_sequence_packs_by_channels():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(4 * 6 * 6, 10))
+    assert not can_pack(net)  # no ModelPack: BatchNorm2d has no leaf-sequence form ...
+    assert isinstance(build_pack(seeded_models(lambda: copy.deepcopy(net), [1, 2]),
+                                 torch.randn(4, 3, 8, 8)), ChannelPack)  # ... but stacks
 
 
 # Modules made of layers that packs have, whose forward is not their leaves in
@@ -171,8 +191,20 @@ class _TiedWeights(nn.Module):
         return self.out(self.b(self.act(self.a(self.fc(self.flat(x))))))
 
 
+class _ChannelMixing(nn.Module):
+    """Layers that packs have, but a forward that reverses the order of the channels
+    (in a pack of stacked channels, it would hand one member's channels to another)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.flat, self.fc = nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 10)
+
+    def forward(self, x):
+        return self.fc(self.flat(self.conv(x).flip(1)))
+
+
 class _ConvWithoutBias(nn.Module):
-    """Layers that packs have, but a convolution without bias (a pack cannot be built)."""
+    """Layers that packs have, but a convolution without bias (no ModelPack of it)."""
 
     def __init__(self):
         super().__init__()
@@ -200,18 +232,25 @@ def _train_alone(model, x, y, rows, seed, epochs, batch_size):
     return model
 
 
-@pytest.mark.parametrize("arch", [_FunctionalRelu, _LayerTwice, _Skip, _TrainOnlyTemperature,
-                                  _TiedWeights, _ConvWithoutBias], ids=lambda a: a.__name__)
-def test_model_whose_forward_is_not_its_leaves_trains_one_by_one(arch, mia_warnings):
+@pytest.mark.parametrize("arch,form", [
+    (_FunctionalRelu, ChannelPack), (_LayerTwice, ChannelPack), (_Skip, ChannelPack),
+    (_TrainOnlyTemperature, ChannelPack), (_ConvWithoutBias, ChannelPack),
+    (_TiedWeights, ModelList), (_ChannelMixing, ModelList)], ids=lambda a: a.__name__)
+def test_model_whose_forward_is_not_its_leaves_packs_by_channels_or_trains_one_by_one(
+        arch, form, mia_warnings):
     torch.manual_seed(0)
     x, y = torch.randn(60, 3, 8, 8), torch.randint(0, 10, (60,))
     idx = torch.stack([torch.randperm(60)[:24] for _ in range(3)])
     seeds = [11, 12, 13]
     pack = build_pack(seeded_models(arch, seeds), x)
     build_pack(seeded_models(arch, seeds), x)  # the verdict is kept: no second probe, no line
-    assert len(mia_warnings) == 1
-    assert mia_warnings[0].startswith(f"{arch.__name__} does not train in packs (")
-    assert mia_warnings[0].endswith("); its models train one by one")
+    assert type(pack) is form
+    if form is ModelList:
+        assert len(mia_warnings) == 1
+        assert mia_warnings[0].startswith(f"{arch.__name__} does not train in packs (")
+        assert mia_warnings[0].endswith("); its models train one by one")
+    else:  # its own forward runs on stacked channels: no fallback, no line
+        assert not mia_warnings
     fit(pack, x, y, idx, epochs=2, batch_size=8, optimizer=_opt(pack.parameters(), "adam"),
         criterion=CRITERIA["classifier"]["ce"], seeds=seeds, desc="test")
     out = predict(pack, x, idx, batch_size=16)
@@ -225,19 +264,22 @@ def test_model_whose_forward_is_not_its_leaves_trains_one_by_one(arch, mia_warni
                                        rtol=_F32, atol=1e-12)
 
 
-@pytest.mark.parametrize("name,build,shape", [
-    *((a, MODELS[a], (3, 32, 32)) for a in sorted(MODELS)),
-    *((a, ATTACK_MODELS[a], (10,)) for a in sorted(ATTACK_MODELS))])
-def test_registered_architectures_pass_the_probe_and_pack(name, build, shape, mia_warnings):
+@pytest.mark.parametrize("name,build,shape,form", [
+    *((a, _builder(a, _image_shape(a)), _image_shape(a),
+       ChannelPack if a in _TINY else ModelPack) for a in sorted(MODELS)),
+    *((a, ATTACK_MODELS[a], (10,), ModelPack) for a in sorted(ATTACK_MODELS))])
+def test_registered_architectures_pass_the_probe_and_pack(name, build, shape, form,
+                                                           mia_warnings):
     pack = build_pack(seeded_models(build, [1, 2]), torch.randn(20, *shape), name=name)
-    assert isinstance(pack, ModelPack)
-    assert engine.pack._VERDICTS and all(v == "" for v in engine.pack._VERDICTS.values())
+    assert type(pack) is form
+    assert engine.pack._VERDICTS
+    assert all(v == (form, "") for v in engine.pack._VERDICTS.values())
     assert not mia_warnings
 
 
 def test_probe_leaves_the_random_generator_as_it_was():
     # a run with the verdict cached must draw the same numbers as one without
-    models, x = seeded_models(_TrainOnlyTemperature, [1]), torch.randn(8, 3, 8, 8)
+    models, x = seeded_models(_ChannelMixing, [1]), torch.randn(8, 3, 8, 8)
     state = torch.get_rng_state()
     assert isinstance(build_pack(models, x), ModelList)
     assert torch.equal(torch.get_rng_state(), state)
@@ -250,7 +292,7 @@ def test_pack_outputs_equal_each_members_own_forward(arch, shape):
     x = torch.randn(50, *shape)
     idx = torch.stack([torch.randperm(50)[:20] for _ in range(3)])
     models = seeded_models(_builder(arch, shape), [1, 2, 3])
-    out = predict(ModelPack(copy.deepcopy(models)), x, idx, batch_size=8)
+    out = predict(build_pack(copy.deepcopy(models), x), x, idx, batch_size=8)
     for j, model in enumerate(models):
         with torch.no_grad():
             torch.testing.assert_close(model.eval()(x[idx[j]]), out[j].to(torch.float64),
@@ -323,3 +365,32 @@ def test_seeded_models_built_in_threads_at_once_equal_those_built_alone():
         t.join()
     for got, want in zip(built[0] + built[1], alone):
         assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("arch", sorted(_TINY))
+def test_deep_network_pack_equals_plain_training_and_round_trips(arch):
+    # batch norms over K*C channels and grouped convolutions, under the model's own
+    # forward (skip connections): each member trains as plain PyTorch trains it alone
+    torch.manual_seed(0)
+    shape = _image_shape(arch)
+    x, y = torch.randn(48, *shape), torch.randint(0, 10, (48,))
+    idx = torch.stack([torch.randperm(48)[:20] for _ in range(2)])
+    seeds = [21, 22]
+    pack = build_pack(seeded_models(_builder(arch, shape), seeds), x)
+    assert isinstance(pack, ChannelPack)
+    fit(pack, x, y, idx, epochs=2, batch_size=8, optimizer=_opt(pack.parameters(), "adam"),
+        criterion=CRITERIA["classifier"]["ce"], seeds=seeds, desc="test")
+    out = predict(pack, x, idx, batch_size=16)
+    states = pack.member_state_dicts()
+    for j, seed in enumerate(seeds):
+        alone = _train_alone(seeded_models(_builder(arch, shape), [seed])[0], x, y, idx[j],
+                             seed, 2, 8)
+        assert states[j].keys() == alone.state_dict().keys()
+        for key, value in alone.state_dict().items():
+            torch.testing.assert_close(states[j][key], value, rtol=1e-7, atol=1e-9)
+        model = _builder(arch, shape)()  # the member's weights load into its architecture
+        model.load_state_dict(states[j])
+        with torch.no_grad():
+            torch.testing.assert_close(out[j].double(), model.eval()(x[idx[j]]),
+                                       rtol=_F32, atol=1e-12)
+    assert not torch.equal(states[0]["fc.weight"], states[1]["fc.weight"])

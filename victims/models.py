@@ -7,6 +7,7 @@ import math
 from torch import nn
 
 from utils.errors import UsageError
+from victims.cifar_nets import FastNet, ResNet18, WideResNet
 
 
 def _conv_out(size):
@@ -74,17 +75,23 @@ class MLP(SimpleMLP):
         super().__init__(num_classes, in_features, layer_dims)
 
 
-MODELS = {"simplecnn": SimpleCNN, "pytorchcnn": PyTorchCNN, "simplemlp": SimpleMLP, "mlp": MLP}
+MODELS = {"simplecnn": SimpleCNN, "pytorchcnn": PyTorchCNN, "simplemlp": SimpleMLP, "mlp": MLP,
+          "resnet18": ResNet18, "wrn": WideResNet, "fastnet": FastNet}
+# Smallest image side that fastnet's stem and three max-pools leave a pixel of.
+_MIN_IMAGE_SIZE = {"fastnet": 9}
 
 
-def _arguments(num_classes, input_shape, layer_dims):
+def _arguments(num_classes, input_shape, layer_dims, depth, width):
     """What a classifier may take: num_classes, in_features (inputs per record) and, for
-    (C, H, W) images, in_channels and image_size; layer_dims when given."""
+    (C, H, W) images, in_channels and image_size; layer_dims, depth, width when given."""
     args = {"num_classes": num_classes, "in_features": math.prod(input_shape)}
     if len(input_shape) == 3:
         args.update(in_channels=input_shape[0], image_size=input_shape[1])
     if layer_dims:
         args["layer_dims"] = tuple(layer_dims)
+    for name, value in (("depth", depth), ("width", width)):
+        if value != -1:
+            args[name] = value
     return args
 
 
@@ -98,27 +105,53 @@ def _missing(arch, input_shape):
     return [n for n in ("in_channels", "image_size") if n in params]
 
 
-def check_model(arch, input_shape, layer_dims=()):
-    """Why `arch` cannot be built for records of input_shape with layer_dims (one line
-    naming the key), or "" when it can."""
+def _check_shape_options(arch, layer_dims, depth, width):
+    """Why layer_dims, depth or width (-1: the architecture's own) do not fit `arch`."""
+    cls, params = MODELS[arch], inspect.signature(MODELS[arch]).parameters
+    if layer_dims and "layer_dims" not in params:
+        return f"MODEL.LAYER_DIMS: {arch} has no hidden layer widths to set; leave it []"
+    count = getattr(cls, "NUM_LAYER_DIMS", 0)
+    if layer_dims and count and len(layer_dims) != count:
+        return (f"MODEL.LAYER_DIMS: bad value {list(layer_dims)}; allowed: {count} widths "
+                f"for {arch} (one per stage), or []")
+    for key, value, has in (("DEPTH", depth, "depth"), ("WIDTH", width, "width")):
+        if value != -1 and has not in params:
+            return f"MODEL.{key}: {arch} has no {has} to set; leave it -1"
+        if value != -1 and value < 1:
+            return f"MODEL.{key}: bad value {value}; allowed: an integer >= 1, or -1"
+    if depth != -1 and (depth < 10 or (depth - 4) % 6):
+        return (f"MODEL.DEPTH: bad value {depth}; allowed: 6n + 4 for {arch} (10, 16, 22, 28, "
+                f"40, ...), or -1 (28)")
+    return ""
+
+
+def check_model(arch, input_shape, layer_dims=(), depth=-1, width=-1):
+    """Why `arch` cannot be built for records of input_shape with layer_dims, depth and
+    width (one line naming the key), or "" when it can."""
     if arch not in MODELS:
         return f"MODEL.ARCH: unknown architecture '{arch}'; allowed: {', '.join(sorted(MODELS))}"
-    if layer_dims and "layer_dims" not in inspect.signature(MODELS[arch]).parameters:
-        return f"MODEL.LAYER_DIMS: {arch} has no hidden layer widths to set; leave it []"
+    problem = _check_shape_options(arch, layer_dims, depth, width)
+    if problem:
+        return problem
     missing = _missing(arch, input_shape)
     if missing:
         fit = [a for a in sorted(MODELS) if not _missing(a, input_shape)]
         return (f"MODEL.ARCH: {arch} takes images ({', '.join(missing)}), not records of "
                 f"shape {tuple(input_shape)}; allowed: {', '.join(fit)}")
+    side = _MIN_IMAGE_SIZE.get(arch, 0)
+    if len(input_shape) == 3 and input_shape[1] < side:
+        return (f"MODEL.ARCH: {arch} takes images of at least {side}x{side} pixels, not "
+                f"{input_shape[1]}x{input_shape[2]}")
     return ""
 
 
-def build_model(arch, num_classes, input_shape, layer_dims=()):
+def build_model(arch, num_classes, input_shape, layer_dims=(), depth=-1, width=-1):
     """A fresh classifier from the registry for records of input_shape ((C, H, W) or (d,)),
-    given the arguments its constructor takes; raises UsageError when it cannot be built."""
-    problem = check_model(arch, input_shape, layer_dims)
+    given the arguments its constructor takes (layer_dims, depth, width: [] or -1 for the
+    architecture's own); raises UsageError when it cannot be built."""
+    problem = check_model(arch, input_shape, layer_dims, depth, width)
     if problem:
         raise UsageError(problem)
     params = inspect.signature(MODELS[arch]).parameters
-    args = _arguments(num_classes, input_shape, layer_dims)
+    args = _arguments(num_classes, input_shape, layer_dims, depth, width)
     return MODELS[arch](**{k: v for k, v in args.items() if k in params})
