@@ -317,6 +317,10 @@ def assert_cfg(cfg):
            cfg.ATTACKER.RMIA.OFFLINE_A, "a number in [0, 1]")
     _check(cfg.ATTACKER.RMIA.GAMMA > 0, "ATTACKER.RMIA.GAMMA", cfg.ATTACKER.RMIA.GAMMA,
            "a number > 0")
+    _check(0.0 <= cfg.ATTACKER.AUDIT.DELTA < 1.0, "ATTACKER.AUDIT.DELTA", cfg.ATTACKER.AUDIT.DELTA,
+           "a number in [0, 1)")
+    _check(0.5 <= cfg.ATTACKER.AUDIT.CONFIDENCE < 1.0, "ATTACKER.AUDIT.CONFIDENCE",
+           cfg.ATTACKER.AUDIT.CONFIDENCE, "a number in [0.5, 1)")
     _check(cfg.ATTACKER.TEST.ROUTING in _ROUTINGS, "ATTACKER.TEST.ROUTING",
            cfg.ATTACKER.TEST.ROUTING, ", ".join(_ROUTINGS))
     # argmax routing scores the predicted class, which is always "correct"

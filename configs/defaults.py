@@ -215,6 +215,13 @@ _C.ATTACKER.TEST.BOOTSTRAP = 200
 # victim, as the original); False: every victim-train and every test record.
 _C.ATTACKER.TEST.BALANCED = True
 
+_C.ATTACKER.AUDIT = CN()
+# delta at which each method's ROC is turned into an empirical epsilon lower bound
+# (metrics.json methods.<method>.overall.epsilon_lower_bound); typically below 1 / records.
+_C.ATTACKER.AUDIT.DELTA = 1e-5
+# Confidence of each one-sided Clopper-Pearson bound (TPR from below, FPR from above).
+_C.ATTACKER.AUDIT.CONFIDENCE = 0.95
+
 _C.ATTACKER.RMIA = CN()
 # Population records z (from the shadow pool, trained on by no model) each target's
 # likelihood ratio is compared with.

@@ -12,7 +12,7 @@ import torch
 from attack_models.signals import true_class_prob
 from engine.classifier import logits
 from engine.methods import METHODS, Evidence, VictimOutputs
-from utils.metrics import auc_bootstrap_ci, membership_metrics
+from utils.metrics import auc_bootstrap_ci, epsilon_lower_bound, membership_metrics
 
 SCORES_FILE = "scores.csv"
 
@@ -33,12 +33,18 @@ def victim_outputs(ctx, data, victim, reference_records=None, num_pool=0):
     return out
 
 
-def method_metrics(membership, scores, routes, threshold, classes, resamples, seed):
+def method_metrics(membership, scores, routes, threshold, classes, resamples, seed,
+                   audit_delta=None, audit_confidence=0.95):
     """Metrics of one method over the records it scored: overall (with a bootstrap 95 %
-    interval of the AUC), per class of `classes` (by route)."""
+    interval of the AUC and, when audit_delta is given, the empirical epsilon lower bound
+    at that delta and the threshold that proves it), per class of `classes` (by route)."""
     keep = ~np.isnan(scores)
     overall = membership_metrics(membership[keep], scores[keep], threshold)
     overall["auc_ci95"] = list(auc_bootstrap_ci(membership[keep], scores[keep], resamples, seed))
+    if audit_delta is not None:
+        eps, eps_threshold = epsilon_lower_bound(membership[keep], scores[keep], audit_delta,
+                                                 audit_confidence)
+        overall.update(epsilon_lower_bound=eps, epsilon_threshold=eps_threshold)
     per_class = {str(k): membership_metrics(membership[keep & (routes == k)],
                                             scores[keep & (routes == k)], threshold)
                  for k in classes}
@@ -75,12 +81,15 @@ def evaluate(ctx, data, victim, evidence: Evidence):
                                        cfg.RNG_SEED)
         table[f"score_{name}"] = scores
         m = results[name]["overall"]
-        ctx.log.info("%-20s AUC %.4f [%.4f, %.4f]  balanced acc %.4f  TPR@0.1%% %.4f  TPR@1%% %.4f",
-                     name, m["auc"], *m["auc_ci95"], m["balanced_accuracy"],
-                     m["tpr_at_fpr"]["0.001"], m["tpr_at_fpr"]["0.01"])
+        ctx.log.info("%-20s AUC %.4f [%.4f, %.4f]  balanced acc %.4f  TPR@0.1%% %.4f  TPR@1%% %.4f"
+                     "  eps >= %.3f", name, m["auc"], *m["auc_ci95"], m["balanced_accuracy"],
+                     m["tpr_at_fpr"]["0.001"], m["tpr_at_fpr"]["0.01"],
+                     m["epsilon_lower_bound"])
         ctx.tsv.row(stage="test", model=name, metric="auc", value=m["auc"])
         ctx.tsv.row(stage="test", model=name, metric="balanced_accuracy",
                     value=m["balanced_accuracy"])
+        ctx.tsv.row(stage="test", model=name, metric="epsilon_lower_bound",
+                    value=m["epsilon_lower_bound"])
     table["score"] = table[f"score_{cfg.ATTACKER.METHODS[0]}"]
     first = results[cfg.ATTACKER.METHODS[0]]
     return {"overall": first["overall"], "per_class": first["per_class"],

@@ -57,15 +57,24 @@ def _parity(results):
     return lines
 
 
+def _epsilon_cell(o):
+    """The epsilon lower bound and the threshold that proves it ("-" when not computed)."""
+    if "epsilon_lower_bound" not in o:
+        return "-"
+    t = o["epsilon_threshold"]
+    return f"{o['epsilon_lower_bound']:.3f}" + ("" if t is None else f" (score >= {t:.4g})")
+
+
 def _methods_table(methods):
     lines = ["| method | AUC [95% CI] | balanced accuracy | advantage | TPR@0.1% FPR "
-             "| TPR@1% FPR |", "|---|---|---|---|---|---|"]
+             "| TPR@1% FPR | ε lower bound |", "|---|---|---|---|---|---|---|"]
     for name, m in methods.items():
         o = m["overall"]
         lo, hi = o["auc_ci95"]
         lines.append(f"| {name} | {o['auc']:.4f} [{lo:.4f}, {hi:.4f}] "
                      f"| {o['balanced_accuracy']:.4f} | {o['advantage']:.4f} "
-                     f"| {o['tpr_at_fpr']['0.001']:.4f} | {o['tpr_at_fpr']['0.01']:.4f} |")
+                     f"| {o['tpr_at_fpr']['0.001']:.4f} | {o['tpr_at_fpr']['0.01']:.4f} "
+                     f"| {_epsilon_cell(o)} |")
     return lines
 
 
@@ -143,7 +152,10 @@ def write_report(out_dir, results, table, cfg):
              "## Victim and shadows", "", *_parity(results), "",
              "## Methods", "", *_methods_table(methods), "",
              "AUC intervals: stratified bootstrap, "
-             f"{cfg.ATTACKER.TEST.BOOTSTRAP} resamples.", "",
+             f"{cfg.ATTACKER.TEST.BOOTSTRAP} resamples. ε lower bound: the largest ε that "
+             f"the method's ROC proves at δ = {cfg.ATTACKER.AUDIT.DELTA:g} (one-sided "
+             f"Clopper-Pearson bounds at {cfg.ATTACKER.AUDIT.CONFIDENCE:g} on TPR and FPR), "
+             "with the score threshold of the test that proves it.", "",
              "## Per-class AUC (records grouped by the class that routed them)", "",
              *_per_class_table(methods), "",
              "## ROC curves", "", f"![ROC curves, log-log]({ROC_FILE})", "",
