@@ -13,7 +13,7 @@ from ast import literal_eval
 import yaml
 
 from attack_models import ATTACK_MODELS, INPUT_SCALINGS
-from attack_models.methods import METHOD_NAMES, NEEDS_RANDOM_HALF
+from attack_models.methods import METHOD_NAMES, NEEDS_RANDOM_HALF, methods_for_output
 from configs.defaults import get_cfg
 from datasets import get_dataset_info, reads_path
 from shadow_models.sampling import filler_size
@@ -21,6 +21,7 @@ from utils.errors import UsageError
 from utils.fingerprint import flatten
 from utils.optim_names import CRITERION_NAMES, OPTIMIZER_NAMES
 from victims import MODELS, check_model
+from victims.release import OUTPUTS
 
 # Shadow keys that default to the victim's value: shadow key -> (victim key, "as victim" value).
 _FOLLOW_VICTIM = {
@@ -308,6 +309,14 @@ def assert_cfg(cfg):
            "a non-empty list of distinct names from " + ", ".join(METHOD_NAMES))
     _check(cfg.SHADOW.SAMPLING in _SAMPLINGS, "SHADOW.SAMPLING", cfg.SHADOW.SAMPLING,
            ", ".join(_SAMPLINGS))
+    _check(cfg.VICTIM.OUTPUT in OUTPUTS, "VICTIM.OUTPUT", cfg.VICTIM.OUTPUT, ", ".join(OUTPUTS))
+    _check(1 <= cfg.VICTIM.OUTPUT_TOPK <= info.num_classes, "VICTIM.OUTPUT_TOPK",
+           cfg.VICTIM.OUTPUT_TOPK, f"1 .. {info.num_classes} (the classes of {cfg.DATASET.NAME})")
+    _check(cfg.VICTIM.OUTPUT_DECIMALS >= 0, "VICTIM.OUTPUT_DECIMALS", cfg.VICTIM.OUTPUT_DECIMALS,
+           "an integer >= 0")
+    can = methods_for_output(cfg.VICTIM.OUTPUT)
+    _check(set(methods) <= set(can), "ATTACKER.METHODS", methods,
+           f"methods that run on VICTIM.OUTPUT {cfg.VICTIM.OUTPUT}: {', '.join(can)}")
     needs = [m for m in methods if m in NEEDS_RANDOM_HALF]
     _check(not needs or cfg.SHADOW.SAMPLING == "random_half", "SHADOW.SAMPLING",
            cfg.SHADOW.SAMPLING, f"random_half for ATTACKER.METHODS {needs}")

@@ -52,6 +52,15 @@ _C.VICTIM.IN_FEATURES = -1
 # Path of a victim checkpoint (.pth written by this toolkit) to load instead of
 # training one; empty: train the victim.
 _C.VICTIM.CHECKPOINT = ""
+# What the victim releases per query, the only thing every attack sees (the attacker's
+# shadows release the same): probs (softmax posteriors), topk (the OUTPUT_TOPK largest,
+# the rest zeroed), rounded (to OUTPUT_DECIMALS decimals), label (the predicted class,
+# one-hot; only correctness and label_only run on it).
+_C.VICTIM.OUTPUT = "probs"
+# Posteriors kept by VICTIM.OUTPUT topk (1 .. classes).
+_C.VICTIM.OUTPUT_TOPK = 1
+# Decimals kept by VICTIM.OUTPUT rounded (>= 0).
+_C.VICTIM.OUTPUT_DECIMALS = 2
 _C.VICTIM.MODEL = CN()
 # Architecture registry key; allowed: simplecnn, pytorchcnn (images), simplemlp, mlp
 # (any records, flattened).

@@ -7,6 +7,7 @@ from engine.optim import build_optimizer, get_criterion
 from engine.pack import build_pack
 from engine.trainer import cuda_step_graph, fit, predict, seeded_models
 from victims import build_model
+from victims.release import release_with_logits
 
 # Records per forward pass at inference (memory-bound, not a result-changing number).
 INFERENCE_BATCH = 2048
@@ -55,6 +56,13 @@ def logits(pack, x, idx):
 def posteriors(pack, x, idx):
     """(K, n) numpy indices into x -> (K, n, C) float32 softmax posteriors (CPU tensor)."""
     return torch.softmax(logits(pack, x, idx), -1)
+
+
+def released(z, cfg):
+    """(..., C) logits -> (released vectors, logits the attacks read), both float32 CPU
+    tensors, as VICTIM.OUTPUT releases them (the victim's and the shadows' alike)."""
+    v = cfg.VICTIM
+    return release_with_logits(z, v.OUTPUT, v.OUTPUT_TOPK, v.OUTPUT_DECIMALS)
 
 
 def accuracy(probs, labels):

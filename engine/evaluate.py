@@ -7,10 +7,9 @@ victim's training set (Shokri: the attack model's P(member)).
 """
 
 import numpy as np
-import torch
 
 from attack_models.signals import true_class_prob
-from engine.classifier import logits
+from engine.classifier import logits, released
 from engine.methods import METHODS, Evidence, VictimOutputs
 from utils.metrics import auc_bootstrap_ci, epsilon_lower_bound, membership_metrics
 
@@ -18,17 +17,17 @@ SCORES_FILE = "scores.csv"
 
 
 def victim_outputs(ctx, data, victim, reference_records=None, num_pool=0):
-    """VictimOutputs on eval_in then eval_out (and on RMIA's z records when given)."""
+    """VictimOutputs on eval_in then eval_out (and on RMIA's z records when given): what
+    the victim releases (VICTIM.OUTPUT), the one place the attack reads it."""
     ev_in, ev_out = data.splits["eval_in"], data.splits["eval_out"]
     idx = np.r_[ev_in, ev_out + len(data.train_y)]
-    z = logits(victim, data.all_x, idx[None])[0].numpy()
-    probs = torch.softmax(torch.as_tensor(z), -1).numpy()
+    probs, z = (t.numpy() for t in released(logits(victim, data.all_x, idx[None])[0], ctx.cfg))
     labels = data.all_y.cpu().numpy()[idx]
     routes = labels if ctx.cfg.ATTACKER.TEST.ROUTING == "label" else probs.argmax(1)
     out = VictimOutputs(logits=z, probs=probs, labels=labels, routes=routes)
     if reference_records is not None:
         pop = reference_records[num_pool:]
-        pop_probs = torch.softmax(logits(victim, data.all_x, pop[None])[0], -1)
+        pop_probs, _ = released(logits(victim, data.all_x, pop[None])[0], ctx.cfg)
         out.pop_p_true = true_class_prob(pop_probs.numpy(), data.all_y.cpu().numpy()[pop])
     return out
 
@@ -78,7 +77,8 @@ def evaluate(ctx, data, victim, evidence: Evidence):
         scores, threshold = METHODS[name](ctx, evidence, v)
         results[name] = method_metrics(membership, scores, v.routes, threshold,
                                        cfg.ATTACKER.TEST.LABELS, cfg.ATTACKER.TEST.BOOTSTRAP,
-                                       cfg.RNG_SEED)
+                                       cfg.RNG_SEED, cfg.ATTACKER.AUDIT.DELTA,
+                                       cfg.ATTACKER.AUDIT.CONFIDENCE)
         table[f"score_{name}"] = scores
         m = results[name]["overall"]
         ctx.log.info("%-20s AUC %.4f [%.4f, %.4f]  balanced acc %.4f  TPR@0.1%% %.4f  TPR@1%% %.4f"

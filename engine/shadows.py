@@ -18,13 +18,14 @@ from tqdm import tqdm
 from attack_models.signals import scaled_logit, true_class_prob
 from datasets import AttackData, ReferenceData
 from engine.checkpoint import TrainCheckpoint, remove_file
-from engine.classifier import logits, posteriors, train_classifiers
+from engine.classifier import logits, released, train_classifiers
 from shadow_models import draw_random_half, draw_shadow_records, pack_ranges, reference_population
 from utils.distributed import broadcast_from_main, gather_to_main
 from utils.errors import UsageError
 from utils.fingerprint import differing_keys, digest, fingerprint
 from utils.io import load_json, save_checkpoint, save_json
 from utils.runtime import ROLE_SHADOW, derive_seed
+from victims.release import RELEASE_KEYS
 
 ATTACK_DATA_FILE = "attack_data_train"
 ATTACK_DATA_META = "attack_data_train.json"
@@ -32,7 +33,7 @@ REFERENCE_FILE = "reference_scores.npz"
 # Config keys that change what a shadow is; NUM_MODELS is not one of them: raising it
 # extends the fleet, lowering it uses the first shadows.
 SHADOW_KEYS = ("DATASET", "SHADOW", "RNG_SEED", "VICTIM.NUM_CLASSES", "VICTIM.IN_FEATURES",
-               "ATTACKER.VICTIM_CLASSES", "MIXED_PRECISION")
+               "ATTACKER.VICTIM_CLASSES", "MIXED_PRECISION", *RELEASE_KEYS)
 # random_half shadows also depend on the evaluated records they train on.
 _RANDOM_HALF_KEYS = ("VICTIM.TRAIN.SET_SIZE", "DATASET.VICTIM_POOL_SIZE", "ATTACKER.TEST.BALANCED",
                      "ATTACKER.TEST.DATA_PATH", "ATTACKER.RMIA.NUM_POPULATION")
@@ -119,14 +120,16 @@ def _train_pack(ctx, data, ids, ref, stop=None):
                                names[0] + ("+" if len(ids) > 1 else ""))
     pack = train_classifiers(ctx, data, node, seeds, train_idx, names, stop=stop,
                              checkpoint=inflight)
-    probs = posteriors(pack, data.all_x, scored_idx)
-    correct = (probs.argmax(-1).numpy() == labels[scored_idx])
+    scored = logits(pack, data.all_x, scored_idx)
+    correct = (scored.argmax(-1).numpy() == labels[scored_idx])
+    probs, _ = released(scored, cfg)  # the attack data: what a victim would release
     outputs = [None] * len(ids)
     if ref is not None:
         records = np.tile(ref["records"], (len(ids), 1))
-        z = logits(pack, data.all_x, records).numpy()
+        p_ref, z = (t.numpy() for t in released(logits(pack, data.all_x, records), cfg))
         outputs = [(scaled_logit(z[j], labels[ref["records"]]),
-                    true_class_prob(softmax(z[j]), labels[ref["records"]]))
+                    true_class_prob(p_ref[j] if cfg.VICTIM.OUTPUT != "probs" else softmax(z[j]),
+                                    labels[ref["records"]]))
                    for j in range(len(ids))]
     states = pack.member_state_dicts() if node.TRAIN.SAVE_CHECKPOINTS else [None] * len(ids)
     results = []

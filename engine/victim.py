@@ -12,6 +12,7 @@ from utils.fingerprint import differing_keys, digest, fingerprint
 from utils.io import load_checkpoint, save_checkpoint
 from utils.runtime import ROLE_VICTIM, derive_seed
 from victims import build_model
+from victims.release import RELEASE_KEYS
 
 VICTIM_DIR = "victim"
 CHECKPOINT_FILE = "checkpoint.pth"
@@ -21,7 +22,7 @@ _SPLIT_KEYS = ("RNG_SEED", "VICTIM.TRAIN.SET_SIZE", "DATASET.VICTIM_POOL_SIZE",
                "SHADOW.TRAIN.DATA_PATH", "DATASET.NAME")
 # Config keys whose change makes a trained victim invalid.
 VICTIM_KEYS = ("DATASET", "VICTIM", "RNG_SEED", "SHADOW.TRAIN.DATA_PATH", "MIXED_PRECISION")
-_VICTIM_EXCLUDE = ("VICTIM.CHECKPOINT", "VICTIM.TRAIN.CHECKPOINT_MINUTES")
+_VICTIM_EXCLUDE = ("VICTIM.CHECKPOINT", "VICTIM.TRAIN.CHECKPOINT_MINUTES", *RELEASE_KEYS)
 
 
 def _load_victim(ckpt, path, node, inputs, device, fused, input_shape):
