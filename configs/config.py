@@ -13,6 +13,7 @@ from ast import literal_eval
 import yaml
 
 from attack_models import ATTACK_MODELS, INPUT_SCALINGS
+from attack_models.label_only import max_queries
 from attack_models.methods import METHOD_NAMES, NEEDS_RANDOM_HALF, methods_for_output
 from configs.defaults import get_cfg
 from datasets import get_dataset_info, reads_path
@@ -314,6 +315,15 @@ def assert_cfg(cfg):
            cfg.VICTIM.OUTPUT_TOPK, f"1 .. {info.num_classes} (the classes of {cfg.DATASET.NAME})")
     _check(cfg.VICTIM.OUTPUT_DECIMALS >= 0, "VICTIM.OUTPUT_DECIMALS", cfg.VICTIM.OUTPUT_DECIMALS,
            "an integer >= 0")
+    _check_positive(cfg, ["ATTACKER.LABEL_ONLY.MAX_SHIFT"], strict=False)
+    most = max_queries(cfg.ATTACKER.LABEL_ONLY.MAX_SHIFT)
+    _check(1 <= cfg.ATTACKER.LABEL_ONLY.NUM_QUERIES <= most, "ATTACKER.LABEL_ONLY.NUM_QUERIES",
+           cfg.ATTACKER.LABEL_ONLY.NUM_QUERIES,
+           f"1 .. {most} (the augmentations of ATTACKER.LABEL_ONLY.MAX_SHIFT "
+           f"{cfg.ATTACKER.LABEL_ONLY.MAX_SHIFT})")
+    _check("label_only" not in methods or info.is_image, "ATTACKER.METHODS", methods,
+           f"methods without label_only: it flips and shifts images, {cfg.DATASET.NAME} "
+           f"records are feature vectors")
     can = methods_for_output(cfg.VICTIM.OUTPUT)
     _check(set(methods) <= set(can), "ATTACKER.METHODS", methods,
            f"methods that run on VICTIM.OUTPUT {cfg.VICTIM.OUTPUT}: {', '.join(can)}")

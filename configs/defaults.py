@@ -158,7 +158,8 @@ _C.ATTACKER = CN()
 # modified_entropy, correctness (per-class thresholds, Song & Mittal 2021); ml_leaks
 # (top-3 posteriors, Salem et al. 2019); lira_online, lira_offline, lira_online_fixed,
 # lira_offline_fixed (Carlini et al. 2022; "_fixed": one global variance); rmia (offline,
-# Zarifzadeh et al. 2024). lira_* and rmia need SHADOW.SAMPLING random_half. The first
+# Zarifzadeh et al. 2024); label_only (correctness on augmented queries, Choquette-Choo et
+# al. 2021; image data). lira_* and rmia need SHADOW.SAMPLING random_half. The first
 # method fills metrics.json's overall/per_class and scores.csv's score column.
 _C.ATTACKER.METHODS = ["shokri"]
 # Classes that get an attack model; records of other classes are left out; []: all.
@@ -223,6 +224,13 @@ _C.ATTACKER.TEST.BOOTSTRAP = 200
 # True: as many "in" as "out" records, class-balanced (10000 vs 10000 for a 15000
 # victim, as the original); False: every victim-train and every test record.
 _C.ATTACKER.TEST.BALANCED = True
+
+_C.ATTACKER.LABEL_ONLY = CN()
+# label_only (Choquette-Choo et al. 2021): augmented copies each record is queried with
+# (itself, its flip, then shifts; at most 2 * (2 * MAX_SHIFT * (MAX_SHIFT + 1) + 1)).
+_C.ATTACKER.LABEL_ONLY.NUM_QUERIES = 10
+# Largest translation of a query, in pixels (|dy| + |dx|).
+_C.ATTACKER.LABEL_ONLY.MAX_SHIFT = 1
 
 _C.ATTACKER.AUDIT = CN()
 # delta at which each method's ROC is turned into an empirical epsilon lower bound

@@ -20,13 +20,17 @@ class AttackData:
                                "labels": np.zeros(0, np.int64),
                                "shadow": np.zeros(0, np.int64)} for c in classes}
 
-    def add(self, shadow_id, posteriors, classes, membership):
+    def add(self, shadow_id, posteriors, classes, membership, extra=None):
         """Append one shadow's records: (n, C) float posteriors, (n,) true classes and
-        (n,) 1/0 membership; records of classes without an entry are dropped."""
+        (n,) 1/0 membership, and any per-record signals in `extra` ({name: (n,) float},
+        e.g. label_only); records of classes without an entry are dropped."""
         posteriors = np.asarray(posteriors, np.float32)
         classes, membership = np.asarray(classes), np.asarray(membership, np.int64)
         for c, entry in self.store.items():
             keep = classes == c
+            for name, values in (extra or {}).items():
+                old = entry.get(name, np.zeros(0, np.float32))
+                entry[name] = np.concatenate([old, np.asarray(values, np.float32)[keep]])
             entry["data"] = np.concatenate([entry["data"], posteriors[keep]])
             entry["labels"] = np.concatenate([entry["labels"], membership[keep]])
             entry["shadow"] = np.concatenate(
@@ -68,7 +72,11 @@ class AttackData:
                 obj.store[int(c)] = {"data": np.asarray(entry["data"], np.float32),
                                      "labels": np.asarray(entry["labels"], np.int64),
                                      "shadow": np.asarray(shadow, np.int64)}
-                if obj.store[int(c)]["data"].shape != (n, obj.num_features) or len(shadow) != n:
+                extra = {k: np.asarray(v, np.float32) for k, v in entry.items()
+                         if k not in obj.store[int(c)]}
+                obj.store[int(c)].update(extra)
+                if obj.store[int(c)]["data"].shape != (n, obj.num_features) or len(shadow) != n \
+                        or any(v.shape != (n,) for v in extra.values()):
                     raise ValueError(f"class {c}: arrays of different lengths")
         except (AttributeError, KeyError, TypeError, ValueError, StopIteration) as e:
             raise RunError(f"refusing {path}: not per-class attack data ({e})") from None

@@ -1,8 +1,10 @@
 """Training and scoring of classifier packs; the victim and the shadows share it, each
 with its own config section (cfg.VICTIM or cfg.SHADOW)."""
 
+import numpy as np
 import torch
 
+from attack_models.label_only import augment, augmentations
 from engine.optim import build_optimizer, get_criterion
 from engine.pack import build_pack
 from engine.trainer import cuda_step_graph, fit, predict, seeded_models
@@ -11,6 +13,8 @@ from victims.release import release_with_logits
 
 # Records per forward pass at inference (memory-bound, not a result-changing number).
 INFERENCE_BATCH = 2048
+# Records (all members together) augmented at once by label_only_signal (memory only).
+_AUGMENT_BATCH = 4096
 
 
 def build_classifier_pack(node, cfg, inputs, input_shape, seeds, device):
@@ -63,6 +67,28 @@ def released(z, cfg):
     tensors, as VICTIM.OUTPUT releases them (the victim's and the shadows' alike)."""
     v = cfg.VICTIM
     return release_with_logits(z, v.OUTPUT, v.OUTPUT_TOPK, v.OUTPUT_DECIMALS)
+
+
+def label_only_signal(pack, x, y, idx, cfg):
+    """(K, n) numpy indices into x (labels y, on x's device) -> (K, n) float64: per member
+    and record, the share of the ATTACKER.LABEL_ONLY.NUM_QUERIES augmented copies whose
+    released label (VICTIM.OUTPUT) is the true class (Choquette-Choo et al. 2021)."""
+    node = cfg.ATTACKER.LABEL_ONLY
+    augs = augmentations(node.NUM_QUERIES, node.MAX_SHIFT)
+    idx = np.asarray(idx)
+    k, n = idx.shape
+    step = max(1, _AUGMENT_BATCH // k)
+    out = np.zeros((k, n))
+    for s in range(0, n, step):
+        cols = idx[:, s:s + step]
+        uniq, local = np.unique(cols, return_inverse=True)
+        records = x[torch.as_tensor(uniq, device=x.device)]
+        truth = y[torch.as_tensor(cols, device=y.device)].cpu().numpy()
+        for flip, dy, dx in augs:
+            out_probs, _ = released(logits(pack, augment(records, flip, dy, dx),
+                                           local.reshape(cols.shape)), cfg)
+            out[:, s:s + step] += out_probs.argmax(-1).numpy() == truth
+    return out / len(augs)
 
 
 def accuracy(probs, labels):

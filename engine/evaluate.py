@@ -9,7 +9,7 @@ victim's training set (Shokri: the attack model's P(member)).
 import numpy as np
 
 from attack_models.signals import true_class_prob
-from engine.classifier import logits, released
+from engine.classifier import label_only_signal, logits, released
 from engine.methods import METHODS, Evidence, VictimOutputs
 from utils.metrics import auc_bootstrap_ci, epsilon_lower_bound, membership_metrics
 
@@ -25,6 +25,9 @@ def victim_outputs(ctx, data, victim, reference_records=None, num_pool=0):
     labels = data.all_y.cpu().numpy()[idx]
     routes = labels if ctx.cfg.ATTACKER.TEST.ROUTING == "label" else probs.argmax(1)
     out = VictimOutputs(logits=z, probs=probs, labels=labels, routes=routes)
+    if "label_only" in ctx.cfg.ATTACKER.METHODS:
+        out.label_only = label_only_signal(victim, data.all_x, data.all_y, idx[None],
+                                           ctx.cfg)[0]
     if reference_records is not None:
         pop = reference_records[num_pool:]
         pop_probs, _ = released(logits(victim, data.all_x, pop[None])[0], ctx.cfg)

@@ -37,6 +37,7 @@ class VictimOutputs:
     labels: np.ndarray  # (n,) int64 true classes
     routes: np.ndarray  # (n,) class whose per-class attack scores the record
     pop_p_true: np.ndarray = None  # (m,) victim's true-class probability on z
+    label_only: np.ndarray = None  # (n,) share of augmented queries the victim gets right
 
 
 @dataclass
@@ -126,6 +127,25 @@ def _rmia(ctx, ev, v):
     return scores, 1 - _TEST_LEVEL
 
 
+def _label_only(ctx, ev, v):
+    """Choquette-Choo et al. 2021: the share of augmented copies of a record that the
+    victim labels correctly, minus its class's threshold fitted on the shadows' records
+    (queried the same way); a member when >= 0. Classes are routes, as _threshold_method."""
+    store = ev.attack_data.store
+    # in whole queries, so that equal margins are equal floats (the shares are float32)
+    queries = ctx.cfg.ATTACKER.LABEL_ONLY.NUM_QUERIES
+    signal = np.rint(np.concatenate([e["label_only"] for e in store.values()]) * queries)
+    member = np.concatenate([e["labels"] for e in store.values()]) == 1
+    if ctx.cfg.ATTACKER.TEST.ROUTING == "argmax":
+        routes = np.concatenate([e["data"] for e in store.values()]).argmax(1)
+    else:
+        routes = np.concatenate([np.full(len(e["labels"]), k) for k, e in store.items()])
+    thresholds = {k: fit_threshold(signal[(routes == k) & member], signal[(routes == k) & ~member])
+                  for k in ctx.cfg.ATTACKER.TEST.LABELS if (routes == k).any()}
+    offset = np.array([thresholds.get(int(k), np.nan) for k in v.routes])
+    return (np.rint(v.label_only * queries) - offset) / queries, 0.0
+
+
 METHODS = {
     "shokri": _shokri,
     **{name: _threshold_method(signal) for name, signal in SIGNALS.items()},
@@ -135,4 +155,5 @@ METHODS = {
     "lira_offline": _lira(online=False, fixed_variance=False),
     "lira_offline_fixed": _lira(online=False, fixed_variance=True),
     "rmia": _rmia,
+    "label_only": _label_only,
 }

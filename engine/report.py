@@ -31,12 +31,14 @@ DEFINITIONS = {
     "lira_offline_fixed": "as lira_offline with one global variance (Carlini et al. 2022)",
     "rmia": "fraction of population z whose likelihood ratio this target's exceeds by GAMMA "
             "(offline, Zarifzadeh et al. 2024)",
+    "label_only": "share of flipped and shifted copies the victim labels right, minus its "
+                  "class threshold (Choquette-Choo et al. 2021)",
 }
 # ROC line colours and styles, assigned in DEFINITIONS' order so that a method looks the
-# same in every report: twelve distinct colours (tab10, then black and gold), and the
+# same in every report: thirteen distinct colours (tab10, then black, gold, navy), and the
 # style cycling alongside, so curves stay apart in greyscale too.
 _COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
-            "tab:pink", "tab:gray", "tab:olive", "tab:cyan", "black", "gold")
+            "tab:pink", "tab:gray", "tab:olive", "tab:cyan", "black", "gold", "navy")
 _LINESTYLES = ("-", "--", "-.", ":")
 
 

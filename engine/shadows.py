@@ -18,7 +18,7 @@ from tqdm import tqdm
 from attack_models.signals import scaled_logit, true_class_prob
 from datasets import AttackData, ReferenceData
 from engine.checkpoint import TrainCheckpoint, remove_file
-from engine.classifier import logits, released, train_classifiers
+from engine.classifier import label_only_signal, logits, released, train_classifiers
 from shadow_models import draw_random_half, draw_shadow_records, pack_ranges, reference_population
 from utils.distributed import broadcast_from_main, gather_to_main
 from utils.errors import UsageError
@@ -45,7 +45,9 @@ _SHADOW_EXCLUDE = ("SHADOW.NUM_MODELS", "SHADOW.TRAIN.ENABLE", "SHADOW.TRAIN.CHE
 def shadow_fingerprint(cfg):
     """The config keys (and values) that decide what each shadow is."""
     random_half = cfg.SHADOW.SAMPLING == "random_half"
-    return fingerprint(cfg, SHADOW_KEYS + (_RANDOM_HALF_KEYS if random_half else ()),
+    label_only = "label_only" in cfg.ATTACKER.METHODS  # the attack data holds its signal
+    return fingerprint(cfg, SHADOW_KEYS + (_RANDOM_HALF_KEYS if random_half else ())
+                       + (("ATTACKER.LABEL_ONLY",) if label_only else ()),
                        exclude=_SHADOW_EXCLUDE)
 # Shadows per pack when MODELS_PER_PACK is 0 (on a 2-core CPU 8 and 16 per pack are within
 # noise of each other, 8 ahead in float32; benchmarks/bench_speed.py).
@@ -123,6 +125,8 @@ def _train_pack(ctx, data, ids, ref, stop=None):
     scored = logits(pack, data.all_x, scored_idx)
     correct = (scored.argmax(-1).numpy() == labels[scored_idx])
     probs, _ = released(scored, cfg)  # the attack data: what a victim would release
+    signal = (label_only_signal(pack, data.all_x, data.all_y, scored_idx, cfg)
+              if "label_only" in cfg.ATTACKER.METHODS else None)
     outputs = [None] * len(ids)
     if ref is not None:
         records = np.tile(ref["records"], (len(ids), 1))
@@ -142,7 +146,8 @@ def _train_pack(ctx, data, ids, ref, stop=None):
                             arch=node.MODEL.ARCH, num_classes=cfg.VICTIM.NUM_CLASSES,
                             in_channels=cfg.VICTIM.IN_FEATURES, image_size=data.image_size,
                             metrics=m, config=cfg.dump())
-        attack_records = (probs[j].numpy(), labels[scored_idx[j]], member[j].astype(np.int64))
+        attack_records = (probs[j].numpy(), labels[scored_idx[j]], member[j].astype(np.int64),
+                          None if signal is None else {"label_only": signal[j]})
         results.append((m, attack_records, outputs[j]))
     return results
 
