@@ -310,6 +310,19 @@ def assert_cfg(cfg):
            "a non-empty list of distinct names from " + ", ".join(METHOD_NAMES))
     _check(cfg.SHADOW.SAMPLING in _SAMPLINGS, "SHADOW.SAMPLING", cfg.SHADOW.SAMPLING,
            ", ".join(_SAMPLINGS))
+    dp = cfg.VICTIM.DP
+    _check(dp.NOISE_MULTIPLIER >= 0, "VICTIM.DP.NOISE_MULTIPLIER", dp.NOISE_MULTIPLIER,
+           "a number >= 0 (0.0: no DP-SGD)")
+    _check(dp.TARGET_EPSILON >= 0 and not (dp.TARGET_EPSILON > 0 and dp.NOISE_MULTIPLIER > 0),
+           "VICTIM.DP.TARGET_EPSILON", dp.TARGET_EPSILON,
+           "a number >= 0, and 0.0 while VICTIM.DP.NOISE_MULTIPLIER is set")
+    _check(dp.MAX_GRAD_NORM > 0, "VICTIM.DP.MAX_GRAD_NORM", dp.MAX_GRAD_NORM, "a number > 0")
+    _check(0 < dp.DELTA < 1, "VICTIM.DP.DELTA", dp.DELTA, "a number in (0, 1)")
+    if dp.NOISE_MULTIPLIER > 0 or dp.TARGET_EPSILON > 0:
+        _check(not cfg.MIXED_PRECISION, "MIXED_PRECISION", True, "False with VICTIM.DP")
+        _check(cfg.VICTIM.TRAIN.BATCH_SIZE < cfg.VICTIM.TRAIN.SET_SIZE, "VICTIM.TRAIN.BATCH_SIZE",
+               cfg.VICTIM.TRAIN.BATCH_SIZE, "less than VICTIM.TRAIN.SET_SIZE with VICTIM.DP "
+               "(the expected size of a Poisson batch)")
     _check(cfg.VICTIM.OUTPUT in OUTPUTS, "VICTIM.OUTPUT", cfg.VICTIM.OUTPUT, ", ".join(OUTPUTS))
     _check(1 <= cfg.VICTIM.OUTPUT_TOPK <= info.num_classes, "VICTIM.OUTPUT_TOPK",
            cfg.VICTIM.OUTPUT_TOPK, f"1 .. {info.num_classes} (the classes of {cfg.DATASET.NAME})")

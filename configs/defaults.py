@@ -93,6 +93,20 @@ _C.VICTIM.TRAIN.SET_SIZE = 15000
 # generators, epoch) at epoch ends, so that a killed run resumes from it with the same
 # result; 0.0: no saves (a killed run trains the victim again).
 _C.VICTIM.TRAIN.CHECKPOINT_MINUTES = 0.0
+# DP-SGD through Opacus (engine/dp.py): per-record gradient clipping, Gaussian noise and
+# Poisson-sampled batches; the shadows train the same way (one by one). The epsilon spent
+# (RDP accountant, at DELTA) is metrics.json's victim.epsilon. In-flight checkpoints
+# (CHECKPOINT_MINUTES) and MIXED_PRECISION are not available with it.
+_C.VICTIM.DP = CN()
+# Noise std over the clipping norm; 0.0 with TARGET_EPSILON 0.0: no DP-SGD.
+_C.VICTIM.DP.NOISE_MULTIPLIER = 0.0
+# Per-record gradient norm (L2) the gradients are clipped to.
+_C.VICTIM.DP.MAX_GRAD_NORM = 1.0
+# delta of the (epsilon, delta) guarantee; below 1 / training records.
+_C.VICTIM.DP.DELTA = 1e-5
+# > 0: Opacus picks the noise multiplier that spends this epsilon at DELTA over the
+# training (NOISE_MULTIPLIER must then be 0.0).
+_C.VICTIM.DP.TARGET_EPSILON = 0.0
 
 # ------------------------------------------------------------------------------------ #
 # SHADOW: shadow_models/ (models that imitate the victim on data of known membership)

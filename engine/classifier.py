@@ -5,8 +5,9 @@ import numpy as np
 import torch
 
 from attack_models.label_only import augment, augmentations
+from engine.dp import PrivateTraining, dp_enabled
 from engine.optim import build_optimizer, get_criterion
-from engine.pack import build_pack
+from engine.pack import ModelList, build_pack
 from engine.trainer import cuda_step_graph, fit, predict, seeded_models
 from victims import build_model
 from victims.release import release_with_logits
@@ -29,24 +30,58 @@ def build_classifier_pack(node, cfg, inputs, input_shape, seeds, device):
                       name=node.MODEL.ARCH).to(device)
 
 
-def train_classifiers(ctx, data, node, seeds, train_idx, names, stop=None, checkpoint=None):
-    """Train a fresh pack (one member per seed) on train_idx ((K, n) numpy global
-    indices into data.all_x) with node's recipe, resuming from and saving to the
-    TrainCheckpoint `checkpoint` (if any); one TSV row per member and epoch."""
-    pack = build_classifier_pack(node, ctx.cfg, data.all_x, data.input_shape, seeds,
-                                 ctx.device)
-    optimizer = build_optimizer(pack.parameters(), node.OPTIMIZER, ctx.device)
-
+def _on_epoch(ctx, names):
     def on_epoch(epoch, losses):
         for name, loss in zip(names, losses.tolist()):
             ctx.tsv.row(stage="train", model=name, epoch=epoch + 1, loss=loss)
 
+    return on_epoch
+
+
+def train_private(ctx, data, node, seeds, train_idx, names, stop=None):
+    """train_classifiers with DP-SGD (engine/dp.py, VICTIM.DP): the members one by one,
+    each on Poisson batches; returns a ModelList whose `privacy` lists per member what
+    its accountant booked ({epsilon, delta, noise_multiplier, ...})."""
+    models, spent = [], []
+    for j, seed in enumerate(seeds):
+        model = seeded_models(lambda: build_model(node.MODEL.ARCH, ctx.cfg.VICTIM.NUM_CLASSES,
+                                                  data.input_shape, node.MODEL.LAYER_DIMS),
+                              [seed])[0].to(ctx.device)
+        n = train_idx.shape[1]
+        private = PrivateTraining(model, build_optimizer(model.parameters(), node.OPTIMIZER,
+                                                         ctx.device),
+                                  ctx.cfg.VICTIM.DP, n, node.TRAIN.BATCH_SIZE,
+                                  node.TRAIN.NUM_EPOCHS, seed)
+        fit(ModelList([private.module]), data.all_x, data.all_y,
+            torch.as_tensor(train_idx[j:j + 1], device=ctx.device),
+            epochs=node.TRAIN.NUM_EPOCHS, batch_size=node.TRAIN.BATCH_SIZE,
+            optimizer=private.optimizer, criterion=get_criterion("classifier", node.CRITERION),
+            seeds=[seed], desc=f"train {names[j]} (DP-SGD)",
+            on_epoch=_on_epoch(ctx, names[j:j + 1]), stop=stop, poisson=True)
+        model, booked = private.release()
+        models.append(model)
+        spent.append(booked)
+    pack = ModelList(models)
+    pack.privacy = spent
+    return pack
+
+
+def train_classifiers(ctx, data, node, seeds, train_idx, names, stop=None, checkpoint=None):
+    """Train a fresh pack (one member per seed) on train_idx ((K, n) numpy global
+    indices into data.all_x) with node's recipe, resuming from and saving to the
+    TrainCheckpoint `checkpoint` (if any); one TSV row per member and epoch. With DP-SGD
+    (VICTIM.DP) see train_private: no packs, no in-flight checkpoints."""
+    if dp_enabled(ctx.cfg):
+        return train_private(ctx, data, node, seeds, train_idx, names, stop)
+    pack = build_classifier_pack(node, ctx.cfg, data.all_x, data.input_shape, seeds,
+                                 ctx.device)
+    optimizer = build_optimizer(pack.parameters(), node.OPTIMIZER, ctx.device)
     idx = torch.as_tensor(train_idx, device=ctx.device)
     return fit(pack, data.all_x, data.all_y, idx, epochs=node.TRAIN.NUM_EPOCHS,
                batch_size=node.TRAIN.BATCH_SIZE, optimizer=optimizer,
                criterion=get_criterion("classifier", node.CRITERION), seeds=seeds,
                desc=f"train {names[0]}" + ("+" if len(names) > 1 else ""),
-               on_epoch=on_epoch, stop=stop, amp=ctx.cfg.MIXED_PRECISION,
+               on_epoch=_on_epoch(ctx, names), stop=stop, amp=ctx.cfg.MIXED_PRECISION,
                step_graph=cuda_step_graph(ctx.cfg.CUDA_GRAPHS, ctx.device),
                checkpoint=checkpoint)
 

@@ -52,6 +52,13 @@ def _parity(results):
              f"| victim | {v['train_accuracy']:.4f} | {v['test_accuracy']:.4f} | {v_gap:.4f} |",
              f"| shadows (mean ± std of {len(sh)}) | {tr.mean():.4f} ± {tr.std():.4f} "
              f"| {te.mean():.4f} ± {te.std():.4f} | {s_gap:.4f} |"]
+    if "epsilon" in v:
+        dp = v["dp"]
+        lines += ["", f"The victim was trained with DP-SGD: ε = {v['epsilon']:.3f} at "
+                      f"δ = {dp['delta']:g} ({dp['accountant']} accountant; noise multiplier "
+                      f"{dp['noise_multiplier']:.3f}, clipping norm {dp['max_grad_norm']:g}, "
+                      f"{dp['steps']} steps at sample rate {dp['sample_rate']:.4f}). No "
+                      f"method's ε lower bound can honestly exceed it."]
     if abs(s_gap - v_gap) > PARITY_TOLERANCE:
         lines += ["", f"**Warning:** the shadows' train-test gap ({s_gap:.3f}) is far from the "
                       f"victim's ({v_gap:.3f}); they do not imitate it, and attacks fitted on "

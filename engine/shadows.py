@@ -19,6 +19,7 @@ from attack_models.signals import scaled_logit, true_class_prob
 from datasets import AttackData, ReferenceData
 from engine.checkpoint import TrainCheckpoint, remove_file
 from engine.classifier import label_only_signal, logits, released, train_classifiers
+from engine.dp import dp_enabled
 from shadow_models import draw_random_half, draw_shadow_records, pack_ranges, reference_population
 from utils.distributed import broadcast_from_main, gather_to_main
 from utils.errors import UsageError
@@ -33,7 +34,7 @@ REFERENCE_FILE = "reference_scores.npz"
 # Config keys that change what a shadow is; NUM_MODELS is not one of them: raising it
 # extends the fleet, lowering it uses the first shadows.
 SHADOW_KEYS = ("DATASET", "SHADOW", "RNG_SEED", "VICTIM.NUM_CLASSES", "VICTIM.IN_FEATURES",
-               "ATTACKER.VICTIM_CLASSES", "MIXED_PRECISION", *RELEASE_KEYS)
+               "ATTACKER.VICTIM_CLASSES", "MIXED_PRECISION", "VICTIM.DP", *RELEASE_KEYS)
 # random_half shadows also depend on the evaluated records they train on.
 _RANDOM_HALF_KEYS = ("VICTIM.TRAIN.SET_SIZE", "DATASET.VICTIM_POOL_SIZE", "ATTACKER.TEST.BALANCED",
                      "ATTACKER.TEST.DATA_PATH", "ATTACKER.RMIA.NUM_POPULATION")
@@ -141,6 +142,8 @@ def _train_pack(ctx, data, ids, ref, stop=None):
         m = {"shadow": i, "train_accuracy": float(correct[j][member[j]].mean()),
              "test_accuracy": float(correct[j][~member[j]].mean()),
              "train_size": int(train_idx.shape[1]), "seed": seeds[j]}
+        if hasattr(pack, "privacy"):
+            m["epsilon"] = pack.privacy[j]["epsilon"]
         if states[j] is not None:  # written by the process that trained it
             save_checkpoint(os.path.join(node.TRAIN.CHECKPOINT_DIR, f"{names[j]}.pth"), states[j],
                             arch=node.MODEL.ARCH, num_classes=cfg.VICTIM.NUM_CLASSES,
@@ -289,6 +292,9 @@ def run_shadows(ctx, data):
     per_round = per_rank * dist.world_size
     ctx.log.info("%d shadow(s) to train in %d pack(s); %d process(es) x %d pack(s) at a time",
                  sum(map(len, packs)), len(packs), dist.world_size, per_rank)
+    if dp_enabled(cfg):
+        ctx.log.info("DP-SGD (VICTIM.DP): each pack's shadows train one by one, as the victim "
+                     "(per-record clipping does not see through a pack's grouped layers)")
     bar = tqdm(total=len(packs), desc="shadow packs", unit="pack", dynamic_ncols=True,
                disable=not dist.is_main)
 

@@ -155,7 +155,8 @@ def graph_safe(optimizer):
 
 
 def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, optimizer, criterion,
-        seeds, desc, on_epoch=None, stop=None, amp=False, step_graph=None, checkpoint=None):
+        seeds, desc, on_epoch=None, stop=None, amp=False, step_graph=None, checkpoint=None,
+        poisson=False):
     """Train every member of `pack` on its row of train_idx ((K, n) int64 on the device).
 
     inputs: (N, ...) tensor on the device; targets: (N,) on the device; criterion maps
@@ -168,7 +169,10 @@ def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, optimizer, crit
     to run the full-size steps as a captured graph, used when the optimizer is graph_safe;
     the last, shorter batch of an epoch runs eagerly. checkpoint: a TrainCheckpoint
     (engine/checkpoint.py); training resumes from the state it holds, and offers it the
-    state after every epoch but the last.
+    state after every epoch but the last. poisson (DP-SGD, one member): each of an
+    epoch's steps takes every record independently with probability batch_size / n
+    instead of the next slice of a shuffle; an empty draw (probability (1 - q)^n) skips
+    its step.
     """
     k, n = train_idx.shape
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
@@ -202,6 +206,10 @@ def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, optimizer, crit
             if stop is not None and stop.is_set():
                 raise Interrupted(desc)
             idx = order[:, s * batch_size:(s + 1) * batch_size]
+            if poisson:
+                idx = _poisson_batch(train_idx, gens[0], batch_size)
+                if not idx.shape[1]:
+                    continue
             (full if idx.shape[1] == batch_size else step)(idx)
         if epoch + 1 < epochs:  # drawn while the device finishes the epoch
             perms = _shuffles(gens, n)
@@ -215,6 +223,14 @@ def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, optimizer, crit
         if checkpoint and epoch + 1 < epochs:
             checkpoint.save_due(pack, optimizer, gens, perms, epoch + 1)
     return pack
+
+
+def _poisson_batch(train_idx, gen, batch_size):
+    """(1, ~batch_size) records of the one member's (1, n) train_idx, each kept with
+    probability batch_size / n, drawn from its generator."""
+    n = train_idx.shape[1]
+    keep = torch.rand(n, generator=gen) < batch_size / n
+    return train_idx[:, keep.to(train_idx.device)]
 
 
 def _shuffles(gens, n):

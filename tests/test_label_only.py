@@ -47,7 +47,8 @@ def test_label_output_runs_label_only_end_to_end(data_root, tmp_path):
     opts = tiny_opts(data_root, out, **{
         "VICTIM.OUTPUT": "label", "ATTACKER.METHODS": "[label_only,correctness]",
         "VICTIM.TRAIN.NUM_EPOCHS": "20", "SHADOW.NUM_MODELS": "2", "NUM_THREADS": "1",
-        "NUM_WORKERS": "1", "ATTACKER.TEST.BOOTSTRAP": "10"})
+        "NUM_WORKERS": "1", "ATTACKER.TEST.BOOTSTRAP": "10",
+        "FUSED_CPU_KERNEL": "False"})
     done = _run(opts, tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
