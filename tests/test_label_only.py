@@ -70,3 +70,20 @@ def test_label_output_runs_label_only_end_to_end(data_root, tmp_path):
     assert refused.returncode == 2 and len(lines) == 1
     assert lines[0] == ("error: ATTACKER.METHODS: bad value ['label_only', 'loss']; allowed: "
                         "methods that run on VICTIM.OUTPUT label: correctness, label_only")
+
+
+def test_attack_data_keeps_the_signal_through_save_load_and_shadow_selection(tmp_path):
+    from datasets import AttackData
+
+    data = AttackData([0, 1], 3)
+    rng = np.random.default_rng(0)
+    for shadow in (1, 0):  # saved in shadow order, whatever the order they came in
+        classes = np.array([0, 1, 1, 0])
+        data.add(shadow, rng.random((4, 3)), classes, np.array([1, 0, 1, 0]),
+                 {"label_only": np.array([0.1, 0.2, 0.3, 0.4]) + shadow})
+    data.save(tmp_path / "a")
+    back = AttackData.load(tmp_path / "a")
+    np.testing.assert_allclose(back.store[0]["label_only"], [0.1, 0.4, 1.1, 1.4], rtol=1e-6)
+    np.testing.assert_array_equal(back.store[0]["shadow"], [0, 0, 1, 1])
+    back.keep_shadows([1])
+    np.testing.assert_allclose(back.store[1]["label_only"], [1.2, 1.3], rtol=1e-6)
