@@ -89,3 +89,18 @@ def test_dp_victim_records_the_accountants_epsilon_and_bounds_stay_below(data_ro
         assert m["overall"]["epsilon_lower_bound"] <= victim["epsilon"], name
     assert "trained with DP-SGD: ε = " in (out / "report.md").read_text()
     assert "one by one" in (out / "run.log").read_text()
+
+
+def test_poisson_batches_take_each_record_independently_at_the_sample_rate():
+    from engine.trainer import _poisson_batch
+
+    train_idx = (torch.arange(1000) * 3)[None]
+    gen = torch.Generator().manual_seed(0)
+    draws = [_poisson_batch(train_idx, gen, 64) for _ in range(2000)]
+    sizes = torch.tensor([d.shape[1] for d in draws], dtype=torch.float64)
+    assert abs(sizes.mean().item() - 64) < 0.5 and sizes.std().item() > 5  # not fixed-size
+    counts = torch.bincount(torch.cat([d[0] for d in draws]) // 3, minlength=1000)
+    assert (torch.cat([d[0] for d in draws]) % 3 == 0).all()  # only the member's records
+    assert counts.min() > 0.064 * 2000 - 5 * 11 and counts.max() < 0.064 * 2000 + 5 * 11
+    again = _poisson_batch(train_idx, torch.Generator().manual_seed(0), 64)
+    assert torch.equal(again, draws[0])  # from the member's own generator
