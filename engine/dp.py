@@ -60,11 +60,12 @@ class PrivateTraining:
                              f"train per record: {str(problems[0]).splitlines()[0]}")
         self.dp, self.sample_rate = dp, batch_size / num_records
         self.sigma = noise_multiplier(dp, num_records, batch_size, epochs)
+        device = next(model.parameters()).device  # the noise is drawn where the weights are
         self.module = GradSampleModule(model)
         self.optimizer = DPOptimizer(optimizer, noise_multiplier=self.sigma,
                                      max_grad_norm=dp.MAX_GRAD_NORM,
                                      expected_batch_size=batch_size,
-                                     generator=torch.Generator().manual_seed(int(seed)))
+                                     generator=torch.Generator(device).manual_seed(int(seed)))
         self.accountant = RDPAccountant()
         self.optimizer.attach_step_hook(
             self.accountant.get_optimizer_hook_fn(sample_rate=self.sample_rate))
