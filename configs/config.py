@@ -13,7 +13,8 @@ from ast import literal_eval
 import yaml
 
 from attack_models import ATTACK_MODELS, INPUT_SCALINGS
-from attack_models.methods import METHOD_NAMES, NEEDS_RANDOM_HALF
+from attack_models.label_only import max_queries
+from attack_models.methods import METHOD_NAMES, NEEDS_RANDOM_HALF, methods_for_output
 from attack_models.queries import QUERY_VIEWS
 from configs.defaults import get_cfg
 from datasets import get_dataset_info, reads_path
@@ -22,6 +23,7 @@ from utils.errors import UsageError
 from utils.fingerprint import flatten
 from utils.optim_names import AUGMENT_NAMES, CRITERION_NAMES, OPTIMIZER_NAMES, SCHEDULER_NAMES
 from victims import MODELS, check_model
+from victims.release import OUTPUTS
 
 # Shadow keys that default to the victim's value: shadow key -> (victim key, "as victim" value).
 _FOLLOW_VICTIM = {
@@ -376,6 +378,43 @@ def assert_cfg(cfg):
            "a non-empty list of distinct names from " + ", ".join(METHOD_NAMES))
     _check(cfg.SHADOW.SAMPLING in _SAMPLINGS, "SHADOW.SAMPLING", cfg.SHADOW.SAMPLING,
            ", ".join(_SAMPLINGS))
+    dp = cfg.VICTIM.DP
+    _check(dp.NOISE_MULTIPLIER >= 0, "VICTIM.DP.NOISE_MULTIPLIER", dp.NOISE_MULTIPLIER,
+           "a number >= 0 (0.0: no DP-SGD)")
+    _check(dp.TARGET_EPSILON >= 0 and not (dp.TARGET_EPSILON > 0 and dp.NOISE_MULTIPLIER > 0),
+           "VICTIM.DP.TARGET_EPSILON", dp.TARGET_EPSILON,
+           "a number >= 0, and 0.0 while VICTIM.DP.NOISE_MULTIPLIER is set")
+    _check(dp.MAX_GRAD_NORM > 0, "VICTIM.DP.MAX_GRAD_NORM", dp.MAX_GRAD_NORM, "a number > 0")
+    _check(0 < dp.DELTA < 1, "VICTIM.DP.DELTA", dp.DELTA, "a number in (0, 1)")
+    if dp.NOISE_MULTIPLIER > 0 or dp.TARGET_EPSILON > 0:
+        _check(not cfg.MIXED_PRECISION, "MIXED_PRECISION", True, "False with VICTIM.DP")
+        _check(cfg.VICTIM.TRAIN.BATCH_SIZE < cfg.VICTIM.TRAIN.SET_SIZE, "VICTIM.TRAIN.BATCH_SIZE",
+               cfg.VICTIM.TRAIN.BATCH_SIZE, "less than VICTIM.TRAIN.SET_SIZE with VICTIM.DP "
+               "(the expected size of a Poisson batch)")
+        # the DP-SGD trainer runs a plain optimizer and loss (engine/classifier.py)
+        for node in ("VICTIM", "SHADOW"):
+            for key, plain in (("OPTIMIZER.SCHEDULER", "none"), ("OPTIMIZER.WARMUP_EPOCHS", 0),
+                               ("TRAIN.AUGMENT", "none"), ("TRAIN.LABEL_SMOOTHING", 0)):
+                value = _effective(cfg, f"{node}.{key}")
+                _check(value == plain, f"{node}.{key}", value, f"{plain} with VICTIM.DP "
+                       "(DP-SGD trains without schedules, augmentation or label smoothing)")
+    _check(cfg.VICTIM.OUTPUT in OUTPUTS, "VICTIM.OUTPUT", cfg.VICTIM.OUTPUT, ", ".join(OUTPUTS))
+    _check(1 <= cfg.VICTIM.OUTPUT_TOPK <= info.num_classes, "VICTIM.OUTPUT_TOPK",
+           cfg.VICTIM.OUTPUT_TOPK, f"1 .. {info.num_classes} (the classes of {cfg.DATASET.NAME})")
+    _check(cfg.VICTIM.OUTPUT_DECIMALS >= 0, "VICTIM.OUTPUT_DECIMALS", cfg.VICTIM.OUTPUT_DECIMALS,
+           "an integer >= 0")
+    _check_positive(cfg, ["ATTACKER.LABEL_ONLY.MAX_SHIFT"], strict=False)
+    most = max_queries(cfg.ATTACKER.LABEL_ONLY.MAX_SHIFT)
+    _check(1 <= cfg.ATTACKER.LABEL_ONLY.NUM_QUERIES <= most, "ATTACKER.LABEL_ONLY.NUM_QUERIES",
+           cfg.ATTACKER.LABEL_ONLY.NUM_QUERIES,
+           f"1 .. {most} (the augmentations of ATTACKER.LABEL_ONLY.MAX_SHIFT "
+           f"{cfg.ATTACKER.LABEL_ONLY.MAX_SHIFT})")
+    _check("label_only" not in methods or info.is_image, "ATTACKER.METHODS", methods,
+           f"methods without label_only: it flips and shifts images, {cfg.DATASET.NAME} "
+           f"records are feature vectors")
+    can = methods_for_output(cfg.VICTIM.OUTPUT)
+    _check(set(methods) <= set(can), "ATTACKER.METHODS", methods,
+           f"methods that run on VICTIM.OUTPUT {cfg.VICTIM.OUTPUT}: {', '.join(can)}")
     needs = [m for m in methods if m in NEEDS_RANDOM_HALF]
     _check(not needs or cfg.SHADOW.SAMPLING == "random_half", "SHADOW.SAMPLING",
            cfg.SHADOW.SAMPLING, f"random_half for ATTACKER.METHODS {needs}")
@@ -392,6 +431,10 @@ def assert_cfg(cfg):
            cfg.ATTACKER.RMIA.OFFLINE_A, "a number in [0, 1]")
     _check(cfg.ATTACKER.RMIA.GAMMA > 0, "ATTACKER.RMIA.GAMMA", cfg.ATTACKER.RMIA.GAMMA,
            "a number > 0")
+    _check(0.0 <= cfg.ATTACKER.AUDIT.DELTA < 1.0, "ATTACKER.AUDIT.DELTA", cfg.ATTACKER.AUDIT.DELTA,
+           "a number in [0, 1)")
+    _check(0.5 <= cfg.ATTACKER.AUDIT.CONFIDENCE < 1.0, "ATTACKER.AUDIT.CONFIDENCE",
+           cfg.ATTACKER.AUDIT.CONFIDENCE, "a number in [0.5, 1)")
     _check(cfg.ATTACKER.TEST.ROUTING in _ROUTINGS, "ATTACKER.TEST.ROUTING",
            cfg.ATTACKER.TEST.ROUTING, ", ".join(_ROUTINGS))
     # argmax routing scores the predicted class, which is always "correct"

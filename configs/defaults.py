@@ -52,6 +52,15 @@ _C.VICTIM.IN_FEATURES = -1
 # Path of a victim checkpoint (.pth written by this toolkit) to load instead of
 # training one; empty: train the victim.
 _C.VICTIM.CHECKPOINT = ""
+# What the victim releases per query, the only thing every attack sees (the attacker's
+# shadows release the same): probs (softmax posteriors), topk (the OUTPUT_TOPK largest,
+# the rest zeroed), rounded (to OUTPUT_DECIMALS decimals), label (the predicted class,
+# one-hot; only correctness and label_only run on it).
+_C.VICTIM.OUTPUT = "probs"
+# Posteriors kept by VICTIM.OUTPUT topk (1 .. classes).
+_C.VICTIM.OUTPUT_TOPK = 1
+# Decimals kept by VICTIM.OUTPUT rounded (>= 0).
+_C.VICTIM.OUTPUT_DECIMALS = 2
 _C.VICTIM.MODEL = CN()
 # Architecture registry key; allowed: simplecnn, pytorchcnn, resnet18, wrn, fastnet
 # (images), simplemlp, mlp (any records, flattened).
@@ -108,6 +117,20 @@ _C.VICTIM.TRAIN.SET_SIZE = 15000
 # generators, epoch) at epoch ends, so that a killed run resumes from it with the same
 # result; 0.0: no saves (a killed run trains the victim again).
 _C.VICTIM.TRAIN.CHECKPOINT_MINUTES = 0.0
+# DP-SGD through Opacus (engine/dp.py): per-record gradient clipping, Gaussian noise and
+# Poisson-sampled batches; the shadows train the same way (one by one). The epsilon spent
+# (RDP accountant, at DELTA) is metrics.json's victim.epsilon. In-flight checkpoints
+# (CHECKPOINT_MINUTES) and MIXED_PRECISION are not available with it.
+_C.VICTIM.DP = CN()
+# Noise std over the clipping norm; 0.0 with TARGET_EPSILON 0.0: no DP-SGD.
+_C.VICTIM.DP.NOISE_MULTIPLIER = 0.0
+# Per-record gradient norm (L2) the gradients are clipped to.
+_C.VICTIM.DP.MAX_GRAD_NORM = 1.0
+# delta of the (epsilon, delta) guarantee; below 1 / training records.
+_C.VICTIM.DP.DELTA = 1e-5
+# > 0: Opacus picks the noise multiplier that spends this epsilon at DELTA over the
+# training (NOISE_MULTIPLIER must then be 0.0).
+_C.VICTIM.DP.TARGET_EPSILON = 0.0
 
 # ------------------------------------------------------------------------------------ #
 # SHADOW: shadow_models/ (models that imitate the victim on data of known membership)
@@ -187,8 +210,10 @@ _C.ATTACKER = CN()
 # modified_entropy, correctness (per-class thresholds, Song & Mittal 2021); ml_leaks
 # (top-3 posteriors, Salem et al. 2019); lira_online, lira_offline, lira_online_fixed,
 # lira_offline_fixed (Carlini et al. 2022; "_fixed": one global variance); rmia (offline),
-# rmia_online (Zarifzadeh et al. 2024). lira_* and rmia* need SHADOW.SAMPLING random_half.
-# The first method fills metrics.json's overall/per_class and scores.csv's score column.
+# rmia_online (Zarifzadeh et al. 2024); label_only (correctness on augmented queries,
+# Choquette-Choo et al. 2021; image data). lira_* and rmia* need SHADOW.SAMPLING
+# random_half. The first method fills metrics.json's overall/per_class and scores.csv's
+# score column.
 _C.ATTACKER.METHODS = ["shokri"]
 # Views of each image the victim and every shadow are queried on (images only): 1 (the
 # record), 2 (plus its mirror), 18 (both, each shifted by 0 or +-4 pixels in each
@@ -265,6 +290,20 @@ _C.ATTACKER.LIRA = CN()
 # higher AUC at 16 and 64 shadows, docs/methods.md) or median (the authors' code); the
 # spread is the standard deviation either way.
 _C.ATTACKER.LIRA.ESTIMATOR = "mean"
+
+_C.ATTACKER.LABEL_ONLY = CN()
+# label_only (Choquette-Choo et al. 2021): augmented copies each record is queried with
+# (itself, its flip, then shifts; at most 2 * (2 * MAX_SHIFT * (MAX_SHIFT + 1) + 1)).
+_C.ATTACKER.LABEL_ONLY.NUM_QUERIES = 10
+# Largest translation of a query, in pixels (|dy| + |dx|).
+_C.ATTACKER.LABEL_ONLY.MAX_SHIFT = 1
+
+_C.ATTACKER.AUDIT = CN()
+# delta at which each method's ROC is turned into an empirical epsilon lower bound
+# (metrics.json methods.<method>.overall.epsilon_lower_bound); typically below 1 / records.
+_C.ATTACKER.AUDIT.DELTA = 1e-5
+# Confidence of each one-sided Clopper-Pearson bound (TPR from below, FPR from above).
+_C.ATTACKER.AUDIT.CONFIDENCE = 0.95
 
 _C.ATTACKER.RMIA = CN()
 # Population records z (from the shadow pool, trained on by no model) each target's

@@ -25,14 +25,18 @@ class AttackData:
             for entry in self.store.values():
                 entry["views"] = np.zeros((0, num_views, num_features), np.float32)
 
-    def add(self, shadow_id, posteriors, classes, membership, views=None):
+    def add(self, shadow_id, posteriors, classes, membership, views=None, extra=None):
         """Append one shadow's records: (n, C) float posteriors, (n,) true classes and
-        (n,) 1/0 membership, and (n, A, C) posteriors on each query view when the data
-        holds views; records of classes without an entry are dropped."""
+        (n,) 1/0 membership, (n, A, C) posteriors on each query view when the data holds
+        views, and any per-record signals in `extra` ({name: (n,) float}, e.g.
+        label_only); records of classes without an entry are dropped."""
         posteriors = np.asarray(posteriors, np.float32)
         classes, membership = np.asarray(classes), np.asarray(membership, np.int64)
         for c, entry in self.store.items():
             keep = classes == c
+            for name, values in (extra or {}).items():
+                old = entry.get(name, np.zeros(0, np.float32))
+                entry[name] = np.concatenate([old, np.asarray(values, np.float32)[keep]])
             entry["data"] = np.concatenate([entry["data"], posteriors[keep]])
             if "views" in entry:
                 entry["views"] = np.concatenate([entry["views"],
@@ -79,9 +83,12 @@ class AttackData:
                                      "shadow": np.asarray(shadow, np.int64)}
                 if "views" in entry:
                     obj.store[int(c)]["views"] = np.asarray(entry["views"], np.float32)
-                    if len(entry["views"]) != n:
-                        raise ValueError(f"class {c}: arrays of different lengths")
-                if obj.store[int(c)]["data"].shape != (n, obj.num_features) or len(shadow) != n:
+                extra = {k: np.asarray(v, np.float32) for k, v in entry.items()
+                         if k not in obj.store[int(c)]}
+                obj.store[int(c)].update(extra)
+                if obj.store[int(c)]["data"].shape != (n, obj.num_features) or len(shadow) != n \
+                        or any(len(v) != n for v in extra.values()) \
+                        or len(obj.store[int(c)].get("views", shadow)) != n:
                     raise ValueError(f"class {c}: arrays of different lengths")
         except (AttributeError, KeyError, TypeError, ValueError, StopIteration) as e:
             raise RunError(f"refusing {path}: not per-class attack data ({e})") from None

@@ -3,16 +3,23 @@ with its own config section (cfg.VICTIM or cfg.SHADOW)."""
 
 import math
 
+import numpy as np
 import torch
 
+from attack_models.label_only import augment, augmentations
 from attack_models.queries import get_query_views, query_views
-from engine.pack import build_pack
+from engine.dp import PrivateTraining, dp_enabled
+from engine.optim import build_optimizer, get_criterion
+from engine.pack import ModelList, build_pack
 from engine.recipe import build_recipe
 from engine.trainer import cuda_step_graph, fit, predict, seeded_models
 from victims import build_model
+from victims.release import release_with_logits
 
 # Records per forward pass at inference (memory-bound, not a result-changing number).
 INFERENCE_BATCH = 2048
+# Records (all members together) augmented at once by label_only_signal (memory only).
+_AUGMENT_BATCH = 4096
 
 
 def model_options(node):
@@ -32,24 +39,58 @@ def build_classifier_pack(node, cfg, inputs, input_shape, seeds, device):
                       name=node.MODEL.ARCH).to(device)
 
 
-def train_classifiers(ctx, data, node, seeds, train_idx, names, stop=None, checkpoint=None):
-    """Train a fresh pack (one member per seed) on train_idx ((K, n) numpy global
-    indices into data.all_x) with node's recipe, resuming from and saving to the
-    TrainCheckpoint `checkpoint` (if any); one TSV row per member and epoch."""
-    pack = build_classifier_pack(node, ctx.cfg, data.all_x, data.input_shape, seeds,
-                                 ctx.device)
-    steps_per_epoch = math.ceil(train_idx.shape[1] / node.TRAIN.BATCH_SIZE)
-    recipe = build_recipe(node, pack.parameters(), ctx.device, steps_per_epoch)
-
+def _on_epoch(ctx, names):
     def on_epoch(epoch, losses):
         for name, loss in zip(names, losses.tolist()):
             ctx.tsv.row(stage="train", model=name, epoch=epoch + 1, loss=loss)
 
+    return on_epoch
+
+
+def train_private(ctx, data, node, seeds, train_idx, names, stop=None):
+    """train_classifiers with DP-SGD (engine/dp.py, VICTIM.DP): the members one by one,
+    each on Poisson batches; returns a ModelList whose `privacy` lists per member what
+    its accountant booked ({epsilon, delta, noise_multiplier, ...})."""
+    models, spent = [], []
+    for j, seed in enumerate(seeds):
+        model = seeded_models(lambda: build_model(node.MODEL.ARCH, ctx.cfg.VICTIM.NUM_CLASSES,
+                                                  data.input_shape, **model_options(node)),
+                              [seed])[0].to(ctx.device)
+        n = train_idx.shape[1]
+        private = PrivateTraining(model, build_optimizer(model.parameters(), node.OPTIMIZER,
+                                                         ctx.device),
+                                  ctx.cfg.VICTIM.DP, n, node.TRAIN.BATCH_SIZE,
+                                  node.TRAIN.NUM_EPOCHS, seed)
+        fit(ModelList([private.module]), data.all_x, data.all_y,
+            torch.as_tensor(train_idx[j:j + 1], device=ctx.device),
+            epochs=node.TRAIN.NUM_EPOCHS, batch_size=node.TRAIN.BATCH_SIZE,
+            optimizer=private.optimizer, criterion=get_criterion("classifier", node.CRITERION),
+            seeds=[seed], desc=f"train {names[j]} (DP-SGD)",
+            on_epoch=_on_epoch(ctx, names[j:j + 1]), stop=stop, poisson=True)
+        model, booked = private.release()
+        models.append(model)
+        spent.append(booked)
+    pack = ModelList(models)
+    pack.privacy = spent
+    return pack
+
+
+def train_classifiers(ctx, data, node, seeds, train_idx, names, stop=None, checkpoint=None):
+    """Train a fresh pack (one member per seed) on train_idx ((K, n) numpy global
+    indices into data.all_x) with node's recipe, resuming from and saving to the
+    TrainCheckpoint `checkpoint` (if any); one TSV row per member and epoch. With DP-SGD
+    (VICTIM.DP) see train_private: no packs, no in-flight checkpoints."""
+    if dp_enabled(ctx.cfg):
+        return train_private(ctx, data, node, seeds, train_idx, names, stop)
+    pack = build_classifier_pack(node, ctx.cfg, data.all_x, data.input_shape, seeds,
+                                 ctx.device)
+    steps_per_epoch = math.ceil(train_idx.shape[1] / node.TRAIN.BATCH_SIZE)
+    recipe = build_recipe(node, pack.parameters(), ctx.device, steps_per_epoch)
     idx = torch.as_tensor(train_idx, device=ctx.device)
     return fit(pack, data.all_x, data.all_y, idx, epochs=node.TRAIN.NUM_EPOCHS,
                batch_size=node.TRAIN.BATCH_SIZE, recipe=recipe, seeds=seeds,
                desc=f"train {names[0]}" + ("+" if len(names) > 1 else ""),
-               on_epoch=on_epoch, stop=stop, amp=ctx.cfg.MIXED_PRECISION,
+               on_epoch=_on_epoch(ctx, names), stop=stop, amp=ctx.cfg.MIXED_PRECISION,
                step_graph=cuda_step_graph(ctx.cfg.CUDA_GRAPHS, ctx.device),
                checkpoint=checkpoint)
 
@@ -72,6 +113,35 @@ def query_logits(pack, x, idx, num_views):
 def posteriors(pack, x, idx):
     """(K, n) numpy indices into x -> (K, n, C) float32 softmax posteriors (CPU tensor)."""
     return torch.softmax(logits(pack, x, idx), -1)
+
+
+def released(z, cfg):
+    """(..., C) logits -> (released vectors, logits the attacks read), both float32 CPU
+    tensors, as VICTIM.OUTPUT releases them (the victim's and the shadows' alike)."""
+    v = cfg.VICTIM
+    return release_with_logits(z, v.OUTPUT, v.OUTPUT_TOPK, v.OUTPUT_DECIMALS)
+
+
+def label_only_signal(pack, x, y, idx, cfg):
+    """(K, n) numpy indices into x (labels y, on x's device) -> (K, n) float64: per member
+    and record, the share of the ATTACKER.LABEL_ONLY.NUM_QUERIES augmented copies whose
+    released label (VICTIM.OUTPUT) is the true class (Choquette-Choo et al. 2021)."""
+    node = cfg.ATTACKER.LABEL_ONLY
+    augs = augmentations(node.NUM_QUERIES, node.MAX_SHIFT)
+    idx = np.asarray(idx)
+    k, n = idx.shape
+    step = max(1, _AUGMENT_BATCH // k)
+    out = np.zeros((k, n))
+    for s in range(0, n, step):
+        cols = idx[:, s:s + step]
+        uniq, local = np.unique(cols, return_inverse=True)
+        records = x[torch.as_tensor(uniq, device=x.device)]
+        truth = y[torch.as_tensor(cols, device=y.device)].cpu().numpy()
+        for flip, dy, dx in augs:
+            out_probs, _ = released(logits(pack, augment(records, flip, dy, dx),
+                                           local.reshape(cols.shape)), cfg)
+            out[:, s:s + step] += out_probs.argmax(-1).numpy() == truth
+    return out / len(augs)
 
 
 def accuracy(probs, labels):

@@ -39,6 +39,7 @@ class VictimOutputs:
     routes: np.ndarray  # (n,) class whose per-class attack scores the record
     pop_p_true: np.ndarray = None  # (m,) victim's true-class probability on z; (m, A) views
     view_logits: np.ndarray = None  # (n, A, C) float32 on A > 1 query views (view 0: logits)
+    label_only: np.ndarray = None  # (n,) share of augmented queries the victim gets right
 
     def views(self):
         """(n, A, C) logits on each query view ((n, 1, C) without views)."""
@@ -159,6 +160,25 @@ def _rmia(online):
     return method
 
 
+def _label_only(ctx, ev, v):
+    """Choquette-Choo et al. 2021: the share of augmented copies of a record that the
+    victim labels correctly, minus its class's threshold fitted on the shadows' records
+    (queried the same way); a member when >= 0. Classes are routes, as _threshold_method."""
+    store = ev.attack_data.store
+    # in whole queries, so that equal margins are equal floats (the shares are float32)
+    queries = ctx.cfg.ATTACKER.LABEL_ONLY.NUM_QUERIES
+    signal = np.rint(np.concatenate([e["label_only"] for e in store.values()]) * queries)
+    member = np.concatenate([e["labels"] for e in store.values()]) == 1
+    if ctx.cfg.ATTACKER.TEST.ROUTING == "argmax":
+        routes = np.concatenate([e["data"] for e in store.values()]).argmax(1)
+    else:
+        routes = np.concatenate([np.full(len(e["labels"]), k) for k, e in store.items()])
+    thresholds = {k: fit_threshold(signal[(routes == k) & member], signal[(routes == k) & ~member])
+                  for k in ctx.cfg.ATTACKER.TEST.LABELS if (routes == k).any()}
+    offset = np.array([thresholds.get(int(k), np.nan) for k in v.routes])
+    return (np.rint(v.label_only * queries) - offset) / queries, 0.0
+
+
 METHODS = {
     "shokri": _shokri,
     **{name: _threshold_method(signal) for name, signal in SIGNALS.items()},
@@ -169,4 +189,5 @@ METHODS = {
     "lira_offline_fixed": _lira(online=False, fixed_variance=True),
     "rmia": _rmia(online=False),
     "rmia_online": _rmia(online=True),
+    "label_only": _label_only,
 }

@@ -33,12 +33,15 @@ DEFINITIONS = {
             "(offline, Zarifzadeh et al. 2024)",
     "rmia_online": "as rmia with Pr(x) the mean over all reference models, in and out "
                    "(online, Zarifzadeh et al. 2024)",
+    "label_only": "share of flipped and shifted copies the victim labels right, minus its "
+                  "class threshold (Choquette-Choo et al. 2021)",
 }
 # ROC line colours and styles, assigned in DEFINITIONS' order so that a method looks the
-# same in every report: fourteen distinct colours (tab10, then black, gold, magenta and
-# navy), and the style cycling alongside, so curves stay apart in greyscale too.
+# same in every report: fifteen distinct colours (tab10, then black, gold, magenta, navy
+# and lime), and the style cycling alongside, so curves stay apart in greyscale too.
 _COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
-            "tab:pink", "tab:gray", "tab:olive", "tab:cyan", "black", "gold", "magenta", "navy")
+            "tab:pink", "tab:gray", "tab:olive", "tab:cyan", "black", "gold", "magenta", "navy",
+            "lime")
 _LINESTYLES = ("-", "--", "-.", ":")
 
 
@@ -52,6 +55,13 @@ def _parity(results):
              f"| victim | {v['train_accuracy']:.4f} | {v['test_accuracy']:.4f} | {v_gap:.4f} |",
              f"| shadows (mean ± std of {len(sh)}) | {tr.mean():.4f} ± {tr.std():.4f} "
              f"| {te.mean():.4f} ± {te.std():.4f} | {s_gap:.4f} |"]
+    if "epsilon" in v:
+        dp = v["dp"]
+        lines += ["", f"The victim was trained with DP-SGD: ε = {v['epsilon']:.3f} at "
+                      f"δ = {dp['delta']:g} ({dp['accountant']} accountant; noise multiplier "
+                      f"{dp['noise_multiplier']:.3f}, clipping norm {dp['max_grad_norm']:g}, "
+                      f"{dp['steps']} steps at sample rate {dp['sample_rate']:.4f}). No "
+                      f"method's ε lower bound can honestly exceed it."]
     if abs(s_gap - v_gap) > PARITY_TOLERANCE:
         lines += ["", f"**Warning:** the shadows' train-test gap ({s_gap:.3f}) is far from the "
                       f"victim's ({v_gap:.3f}); they do not imitate it, and attacks fitted on "
@@ -59,15 +69,24 @@ def _parity(results):
     return lines
 
 
+def _epsilon_cell(o):
+    """The epsilon lower bound and the threshold that proves it ("-" when not computed)."""
+    if "epsilon_lower_bound" not in o:
+        return "-"
+    t = o["epsilon_threshold"]
+    return f"{o['epsilon_lower_bound']:.3f}" + ("" if t is None else f" (score >= {t:.4g})")
+
+
 def _methods_table(methods):
     lines = ["| method | AUC [95% CI] | balanced accuracy | advantage | TPR@0.1% FPR "
-             "| TPR@1% FPR |", "|---|---|---|---|---|---|"]
+             "| TPR@1% FPR | ε lower bound |", "|---|---|---|---|---|---|---|"]
     for name, m in methods.items():
         o = m["overall"]
         lo, hi = o["auc_ci95"]
         lines.append(f"| {name} | {o['auc']:.4f} [{lo:.4f}, {hi:.4f}] "
                      f"| {o['balanced_accuracy']:.4f} | {o['advantage']:.4f} "
-                     f"| {o['tpr_at_fpr']['0.001']:.4f} | {o['tpr_at_fpr']['0.01']:.4f} |")
+                     f"| {o['tpr_at_fpr']['0.001']:.4f} | {o['tpr_at_fpr']['0.01']:.4f} "
+                     f"| {_epsilon_cell(o)} |")
     return lines
 
 
@@ -145,7 +164,10 @@ def write_report(out_dir, results, table, cfg):
              "## Victim and shadows", "", *_parity(results), "",
              "## Methods", "", *_methods_table(methods), "",
              "AUC intervals: stratified bootstrap, "
-             f"{cfg.ATTACKER.TEST.BOOTSTRAP} resamples.", "",
+             f"{cfg.ATTACKER.TEST.BOOTSTRAP} resamples. ε lower bound: the largest ε that "
+             f"the method's ROC proves at δ = {cfg.ATTACKER.AUDIT.DELTA:g} (one-sided "
+             f"Clopper-Pearson bounds at {cfg.ATTACKER.AUDIT.CONFIDENCE:g} on TPR and FPR), "
+             "with the score threshold of the test that proves it.", "",
              "## Per-class AUC (records grouped by the class that routed them)", "",
              *_per_class_table(methods), "",
              "## ROC curves", "", f"![ROC curves, log-log]({ROC_FILE})", "",

@@ -18,13 +18,15 @@ from tqdm import tqdm
 from attack_models.signals import scaled_logit, true_class_prob
 from datasets import AttackData, ReferenceData
 from engine.checkpoint import TrainCheckpoint, remove_file
-from engine.classifier import posteriors, query_logits, train_classifiers
+from engine.classifier import label_only_signal, logits, query_logits, released, train_classifiers
+from engine.dp import dp_enabled
 from shadow_models import draw_random_half, draw_shadow_records, pack_ranges, reference_population
 from utils.distributed import broadcast_from_main, gather_to_main
 from utils.errors import UsageError
 from utils.fingerprint import differing_keys, digest, fingerprint
 from utils.io import load_json, save_checkpoint, save_json
 from utils.runtime import ROLE_SHADOW, derive_seed
+from victims.release import RELEASE_KEYS
 
 ATTACK_DATA_FILE = "attack_data_train"
 ATTACK_DATA_META = "attack_data_train.json"
@@ -32,7 +34,7 @@ REFERENCE_FILE = "reference_scores.npz"
 # Config keys that change what a shadow is; NUM_MODELS is not one of them: raising it
 # extends the fleet, lowering it uses the first shadows.
 SHADOW_KEYS = ("DATASET", "SHADOW", "RNG_SEED", "VICTIM.NUM_CLASSES", "VICTIM.IN_FEATURES",
-               "ATTACKER.VICTIM_CLASSES", "MIXED_PRECISION")
+               "ATTACKER.VICTIM_CLASSES", "MIXED_PRECISION", "VICTIM.DP", *RELEASE_KEYS)
 # random_half shadows also depend on the evaluated records they train on.
 _RANDOM_HALF_KEYS = ("VICTIM.TRAIN.SET_SIZE", "DATASET.VICTIM_POOL_SIZE", "ATTACKER.TEST.BALANCED",
                      "ATTACKER.TEST.DATA_PATH", "ATTACKER.RMIA.NUM_POPULATION")
@@ -48,8 +50,11 @@ def shadow_fingerprint(cfg):
     """The config keys (and values) that decide what each shadow is."""
     random_half = cfg.SHADOW.SAMPLING == "random_half"
     views = cfg.ATTACKER.QUERY_AUGMENTATIONS > 1
+    label_only = "label_only" in cfg.ATTACKER.METHODS  # the attack data holds its signal
     return fingerprint(cfg, SHADOW_KEYS + (_RANDOM_HALF_KEYS if random_half else ())
-                       + (_QUERY_KEYS if views else ()), exclude=_SHADOW_EXCLUDE)
+                       + (_QUERY_KEYS if views else ())
+                       + (("ATTACKER.LABEL_ONLY",) if label_only else ()),
+                       exclude=_SHADOW_EXCLUDE)
 # Shadows per pack when MODELS_PER_PACK is 0 (on a 2-core CPU 8 and 16 per pack are within
 # noise of each other, 8 ahead in float32; benchmarks/bench_speed.py).
 _AUTO_PACK = {"cpu": 8, "cuda": 64}
@@ -126,40 +131,51 @@ def _train_pack(ctx, data, ids, ref, stop=None):
                                names[0] + ("+" if len(ids) > 1 else ""))
     pack = train_classifiers(ctx, data, node, seeds, train_idx, names, stop=stop,
                              checkpoint=inflight)
-    probs = posteriors(pack, data.all_x, scored_idx)
-    correct = (probs.argmax(-1).numpy() == labels[scored_idx])
+    scored = logits(pack, data.all_x, scored_idx)
+    correct = (scored.argmax(-1).numpy() == labels[scored_idx])
+    probs, _ = released(scored, cfg)  # the attack data: what a victim would release
+    signal = (label_only_signal(pack, data.all_x, data.all_y, scored_idx, cfg)
+              if "label_only" in cfg.ATTACKER.METHODS else None)
     num_views = cfg.ATTACKER.QUERY_AUGMENTATIONS
     outputs, view_probs = [None] * len(ids), [None] * len(ids)
     if ref is not None:
         records = np.tile(ref["records"], (len(ids), 1))
-        z = query_logits(pack, data.all_x, records, num_views).numpy()
-        outputs = [_reference_outputs(z[j], labels[ref["records"]]) for j in range(len(ids))]
+        p_ref, z = (t.numpy() for t in released(
+            query_logits(pack, data.all_x, records, num_views), cfg))
+        exact = cfg.VICTIM.OUTPUT == "probs"  # then p_true from the logits, in float64
+        outputs = [_reference_outputs(z[j], None if exact else p_ref[j], labels[ref["records"]])
+                   for j in range(len(ids))]
         if num_views > 1:  # the scored records are P, the first records of ref["records"]
-            view_probs = softmax(z[:, :scored_idx.shape[1]])
+            view_probs = p_ref[:, :scored_idx.shape[1]]
     elif num_views > 1:
-        view_probs = softmax(query_logits(pack, data.all_x, scored_idx, num_views).numpy())
+        view_probs = released(query_logits(pack, data.all_x, scored_idx, num_views),
+                              cfg)[0].numpy()
     states = pack.member_state_dicts() if node.TRAIN.SAVE_CHECKPOINTS else [None] * len(ids)
     results = []
     for j, i in enumerate(ids):
         m = {"shadow": i, "train_accuracy": float(correct[j][member[j]].mean()),
              "test_accuracy": float(correct[j][~member[j]].mean()),
              "train_size": int(train_idx.shape[1]), "seed": seeds[j]}
+        if hasattr(pack, "privacy"):
+            m["epsilon"] = pack.privacy[j]["epsilon"]
         if states[j] is not None:  # written by the process that trained it
             save_checkpoint(os.path.join(node.TRAIN.CHECKPOINT_DIR, f"{names[j]}.pth"), states[j],
                             arch=node.MODEL.ARCH, num_classes=cfg.VICTIM.NUM_CLASSES,
                             in_channels=cfg.VICTIM.IN_FEATURES, image_size=data.image_size,
                             metrics=m, config=cfg.dump())
         attack_records = (probs[j].numpy(), labels[scored_idx[j]], member[j].astype(np.int64),
-                          view_probs[j])
+                          view_probs[j], None if signal is None else {"label_only": signal[j]})
         results.append((m, attack_records, outputs[j]))
     return results
 
 
-def _reference_outputs(z, labels):
+def _reference_outputs(z, p, labels):
     """(N, A, C) logits of one model on the A query views of records of true classes
-    labels -> (phi, p_true): (N,) each when A = 1, else (N, A)."""
+    labels, and the (N, A, C) vectors it released (None: the softmax of z, in float64)
+    -> (phi, p_true): (N,) each when A = 1, else (N, A)."""
+    p = softmax(z) if p is None else p
     phi = np.stack([scaled_logit(z[:, a], labels) for a in range(z.shape[1])], 1)
-    p_true = np.stack([true_class_prob(softmax(z[:, a]), labels) for a in range(z.shape[1])], 1)
+    p_true = np.stack([true_class_prob(p[:, a], labels) for a in range(z.shape[1])], 1)
     return (phi[:, 0], p_true[:, 0]) if z.shape[1] == 1 else (phi, p_true)
 
 
@@ -300,6 +316,9 @@ def run_shadows(ctx, data):
     per_round = per_rank * dist.world_size
     ctx.log.info("%d shadow(s) to train in %d pack(s); %d process(es) x %d pack(s) at a time",
                  sum(map(len, packs)), len(packs), dist.world_size, per_rank)
+    if dp_enabled(cfg):
+        ctx.log.info("DP-SGD (VICTIM.DP): each pack's shadows train one by one, as the victim "
+                     "(per-record clipping does not see through a pack's grouped layers)")
     bar = tqdm(total=len(packs), desc="shadow packs", unit="pack", dynamic_ncols=True,
                disable=not dist.is_main)
 

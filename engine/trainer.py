@@ -157,7 +157,7 @@ def graph_safe(optimizer):
 
 def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, seeds, desc, recipe=None,
         optimizer=None, criterion=None, on_epoch=None, stop=None, amp=False, step_graph=None,
-        checkpoint=None):
+        checkpoint=None, poisson=False):
     """Train every member of `pack` on its row of train_idx ((K, n) int64 on the device)
     with `recipe` (engine/recipe.py; optimizer and criterion alone: Recipe(optimizer,
     criterion), a constant learning rate and no augmentation).
@@ -174,6 +174,9 @@ def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, seeds, desc, re
     constant (a replay would keep the captured one); the last, shorter batch of an epoch
     runs eagerly. checkpoint: a TrainCheckpoint (engine/checkpoint.py); training resumes
     from the state it holds, and offers it the state after every epoch but the last.
+    poisson (DP-SGD, one member, no augmentation): each of an epoch's steps takes every
+    record independently with probability batch_size / n instead of the next slice of a
+    shuffle; an empty draw (probability (1 - q)^n) skips its step.
     """
     recipe = recipe or Recipe(optimizer, criterion)
     optimizer, augment, scheduler = recipe.optimizer, recipe.augment, recipe.scheduler
@@ -218,6 +221,10 @@ def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, seeds, desc, re
             if stop is not None and stop.is_set():
                 raise Interrupted(desc)
             batch = order[:, s * batch_size:(s + 1) * batch_size]
+            if poisson:
+                batch = _poisson_batch(train_idx, gens[0], batch_size)
+                if not batch.shape[1]:
+                    continue
             (full if batch.shape[1] == batch_size else step)(batch)
         if epoch + 1 < epochs:  # drawn while the device finishes the epoch
             plan = _epoch_plan(gens, n, augment)
@@ -250,6 +257,14 @@ def _order(train_idx, plan):
     if plan.dim() == 2:
         return train_idx.gather(1, plan)
     return torch.cat([train_idx.gather(1, plan[..., 0])[..., None], plan[..., 1:]], -1)
+
+
+def _poisson_batch(train_idx, gen, batch_size):
+    """(1, ~batch_size) records of the one member's (1, n) train_idx, each kept with
+    probability batch_size / n, drawn from its generator."""
+    n = train_idx.shape[1]
+    keep = torch.rand(n, generator=gen) < batch_size / n
+    return train_idx[:, keep.to(train_idx.device)]
 
 
 @torch.inference_mode()

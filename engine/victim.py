@@ -6,12 +6,14 @@ import numpy as np
 
 from engine.checkpoint import TrainCheckpoint
 from engine.classifier import accuracy, model_options, posteriors, train_classifiers
+from engine.dp import dp_enabled
 from engine.pack import build_pack
 from utils.errors import RunError, UsageError
 from utils.fingerprint import differing_keys, digest, fingerprint
 from utils.io import load_checkpoint, save_checkpoint
 from utils.runtime import ROLE_VICTIM, derive_seed
 from victims import build_model
+from victims.release import RELEASE_KEYS
 
 VICTIM_DIR = "victim"
 CHECKPOINT_FILE = "checkpoint.pth"
@@ -21,7 +23,7 @@ _SPLIT_KEYS = ("RNG_SEED", "VICTIM.TRAIN.SET_SIZE", "DATASET.VICTIM_POOL_SIZE",
                "SHADOW.TRAIN.DATA_PATH", "DATASET.NAME")
 # Config keys whose change makes a trained victim invalid.
 VICTIM_KEYS = ("DATASET", "VICTIM", "RNG_SEED", "SHADOW.TRAIN.DATA_PATH", "MIXED_PRECISION")
-_VICTIM_EXCLUDE = ("VICTIM.CHECKPOINT", "VICTIM.TRAIN.CHECKPOINT_MINUTES")
+_VICTIM_EXCLUDE = ("VICTIM.CHECKPOINT", "VICTIM.TRAIN.CHECKPOINT_MINUTES", *RELEASE_KEYS)
 
 
 def _load_victim(ckpt, path, node, inputs, device, fused, input_shape):
@@ -70,7 +72,7 @@ def run_victim(ctx, data):
         inflight = TrainCheckpoint(ctx.path(VICTIM_DIR, INFLIGHT_FILE),
                                    node.TRAIN.CHECKPOINT_MINUTES, digest(fp), "victim")
         pack = train_classifiers(ctx, data, node, [seed], data.splits["victim_train"][None],
-                                 ["victim"], checkpoint=inflight)
+                                 ["victim"], checkpoint=None if dp_enabled(cfg) else inflight)
     train_idx = data.splits["victim_train"]
     train_acc = accuracy(posteriors(pack, data.train_x, train_idx[None]),
                          data.train_y.cpu()[train_idx][None])[0]
@@ -79,6 +81,12 @@ def run_victim(ctx, data):
     metrics = {"arch": node.MODEL.ARCH, "train_size": len(train_idx),
                "train_accuracy": train_acc, "test_accuracy": test_acc,
                "source": node.CHECKPOINT or "trained"}
+    dp = pack.privacy[0] if hasattr(pack, "privacy") else (
+        ckpt.get("metrics", {}).get("dp") if path else None)
+    if dp:  # DP-SGD: what the accountant booked (engine/dp.py)
+        metrics.update(epsilon=dp["epsilon"], dp=dp)
+        ctx.log.info("victim: DP-SGD spent epsilon %.3f at delta %g (noise multiplier %.3f, "
+                     "%d steps)", dp["epsilon"], dp["delta"], dp["noise_multiplier"], dp["steps"])
     if not path:
         save_checkpoint(own, pack.member_state_dicts()[0], arch=node.MODEL.ARCH,
                         num_classes=node.NUM_CLASSES, in_channels=node.IN_FEATURES,

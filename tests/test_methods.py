@@ -35,6 +35,15 @@ def _posteriors(labels, confident):
     return (z / z.sum(1, keepdims=True)).astype(np.float32), logits
 
 
+_LABEL_ONLY_RNG = np.random.default_rng(1)  # apart from RNG: the other draws stay as they were
+
+
+def _label_only(confident):
+    """(n,) share of augmented queries answered right: high for confident records."""
+    n, rng = len(confident), _LABEL_ONLY_RNG
+    return np.round(np.where(confident, rng.uniform(0.7, 1, n), rng.uniform(0, 0.6, n)), 1)
+
+
 def _world(separable, n=600, shadows=16):
     """Shadows' attack data, reference data and victim outputs of one synthetic world."""
     labels = RNG.integers(0, C, n)
@@ -45,7 +54,8 @@ def _world(separable, n=600, shadows=16):
     for s in range(2):
         sh_labels = RNG.integers(0, C, n)
         sh_conf = member if separable else RNG.random(n) < 0.5
-        data.add(s, _posteriors(sh_labels, sh_conf)[0], sh_labels, member.astype(int))
+        data.add(s, _posteriors(sh_labels, sh_conf)[0], sh_labels, member.astype(int),
+                 {"label_only": _label_only(sh_conf)})
     pop = 200
     ref = ReferenceData(np.arange(n + pop))
     for s in range(shadows):
@@ -59,7 +69,7 @@ def _world(separable, n=600, shadows=16):
                 np.r_[p[np.arange(n), labels], pp[np.arange(pop), pz_labels]])
     pop_probs, _ = _posteriors(RNG.integers(0, C, pop), RNG.random(pop) < (0.0 if separable else 0.5))
     victim = VictimOutputs(logits=logits, probs=probs, labels=labels, routes=labels,
-                           pop_p_true=pop_probs.max(1))
+                           pop_p_true=pop_probs.max(1), label_only=_label_only(confident))
     return data, ref, victim, member, n
 
 

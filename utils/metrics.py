@@ -78,3 +78,49 @@ def auc_bootstrap_ci(labels, scores, num_resamples=200, seed=0, level=0.95):
     aucs = (w_out * (above + 0.5 * w_in)).sum(1) / (len(pos) * len(neg))
     tail = (1 - level) / 2 * 100
     return float(np.percentile(aucs, tail)), float(np.percentile(aucs, 100 - tail))
+
+
+def clopper_pearson(successes, trials, confidence):
+    """(low, high) one-sided Clopper-Pearson bounds of a binomial proportion, each holding
+    with probability `confidence`: P(p >= low) >= confidence and P(p <= high) >=
+    confidence. successes, trials: arrays of counts (trials > 0)."""
+    from scipy.stats import beta
+
+    k, n = np.asarray(successes, np.float64), np.asarray(trials, np.float64)
+    alpha = 1 - confidence
+    with np.errstate(invalid="ignore"):
+        low = np.where(k > 0, beta.ppf(alpha, k, n - k + 1), 0.0)
+        high = np.where(k < n, beta.ppf(1 - alpha, k + 1, n - k), 1.0)
+    return low, high
+
+
+def epsilon_lower_bound(labels, scores, delta, confidence=0.95):
+    """(epsilon, threshold): the largest epsilon that the ROC of `scores >= threshold`
+    proves, at `delta`, of the mechanism that made the members' and non-members' scores
+    (Jagielski et al. 2020; Nasr et al. 2021). An (eps, delta)-DP mechanism bounds every
+    test by TPR <= e^eps FPR + delta and 1 - FPR <= e^eps (1 - TPR) + delta (Kairouz et
+    al. 2015), so each threshold gives eps >= log((TPR_lo - delta) / FPR_hi) and
+    eps >= log((1 - FPR_hi - delta) / (1 - TPR_lo)), with TPR_lo and FPR_hi one-sided
+    Clopper-Pearson bounds at `confidence`. epsilon is the largest over thresholds, 0.0
+    when none proves anything (threshold None); threshold is the score at or above which
+    the best test calls a record a member. Like the cited audits, the threshold is chosen
+    on the same records the bound is computed from."""
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, np.float64)
+    n_in, n_out = int(labels.sum()), int((~labels).sum())
+    if not n_in or not n_out:
+        return 0.0, None
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], labels[order]
+    last_of_tie = np.r_[np.nonzero(s[1:] != s[:-1])[0], len(s) - 1]
+    tp, fp = np.cumsum(y)[last_of_tie], np.cumsum(~y)[last_of_tie]
+    tpr_lo, _ = clopper_pearson(tp, n_in, confidence)
+    _, fpr_hi = clopper_pearson(fp, n_out, confidence)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        eps = np.fmax(np.log((tpr_lo - delta) / fpr_hi),
+                      np.log((1 - fpr_hi - delta) / (1 - tpr_lo)))
+    eps = np.where(np.isnan(eps), -np.inf, eps)
+    best = int(np.argmax(eps))
+    if not eps[best] > 0:
+        return 0.0, None
+    return float(eps[best]), float(s[last_of_tie[best]])
