@@ -80,7 +80,7 @@ def test_attack_data_keeps_the_signal_through_save_load_and_shadow_selection(tmp
     for shadow in (1, 0):  # saved in shadow order, whatever the order they came in
         classes = np.array([0, 1, 1, 0])
         data.add(shadow, rng.random((4, 3)), classes, np.array([1, 0, 1, 0]),
-                 {"label_only": np.array([0.1, 0.2, 0.3, 0.4]) + shadow})
+                 extra={"label_only": np.array([0.1, 0.2, 0.3, 0.4]) + shadow})
     data.save(tmp_path / "a")
     back = AttackData.load(tmp_path / "a")
     np.testing.assert_allclose(back.store[0]["label_only"], [0.1, 0.4, 1.1, 1.4], rtol=1e-6)

@@ -55,7 +55,7 @@ def _world(separable, n=600, shadows=16):
         sh_labels = RNG.integers(0, C, n)
         sh_conf = member if separable else RNG.random(n) < 0.5
         data.add(s, _posteriors(sh_labels, sh_conf)[0], sh_labels, member.astype(int),
-                 {"label_only": _label_only(sh_conf)})
+                 extra={"label_only": _label_only(sh_conf)})
     pop = 200
     ref = ReferenceData(np.arange(n + pop))
     for s in range(shadows):
