@@ -212,6 +212,7 @@ def test_a_module_that_cannot_be_used_is_one_line(arch, says, user_module, tmp_p
     code, err = _run(capsys, _npz_opts(tmp_path, **{"VICTIM.MODEL.ARCH": arch}))
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert "MODEL.ARCH" in err and says in err and arch.split(":")[0] in err
+    assert not (tmp_path / "run").exists()  # stopped before the run folder is written
 
 
 def test_arch_syntax_is_checked_before_anything_runs(tmp_path, capsys):
