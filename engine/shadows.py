@@ -25,6 +25,7 @@ from utils.errors import UsageError
 from utils.fingerprint import differing_keys, digest, fingerprint
 from utils.io import load_json, save_checkpoint, save_json
 from utils.runtime import ROLE_SHADOW, derive_seed
+from victims import source_digest
 
 ATTACK_DATA_FILE = "attack_data_train"
 ATTACK_DATA_META = "attack_data_train.json"
@@ -45,8 +46,11 @@ _SHADOW_EXCLUDE = ("SHADOW.NUM_MODELS", "SHADOW.TRAIN.ENABLE", "SHADOW.TRAIN.CHE
 def shadow_fingerprint(cfg):
     """The config keys (and values) that decide what each shadow is."""
     random_half = cfg.SHADOW.SAMPLING == "random_half"
-    return fingerprint(cfg, SHADOW_KEYS + (_RANDOM_HALF_KEYS if random_half else ()),
-                       exclude=_SHADOW_EXCLUDE)
+    fp = fingerprint(cfg, SHADOW_KEYS + (_RANDOM_HALF_KEYS if random_half else ()),
+                     exclude=_SHADOW_EXCLUDE)
+    if source_digest(cfg.SHADOW.MODEL.ARCH):  # a user's class: its source, not only its name
+        fp["SHADOW.MODEL.ARCH source"] = source_digest(cfg.SHADOW.MODEL.ARCH)
+    return fp
 # Shadows per pack when MODELS_PER_PACK is 0 (on a 2-core CPU 8 and 16 per pack are within
 # noise of each other, 8 ahead in float32; benchmarks/bench_speed.py).
 _AUTO_PACK = {"cpu": 8, "cuda": 64}

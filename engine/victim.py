@@ -12,7 +12,7 @@ from utils.errors import RunError, UsageError
 from utils.fingerprint import differing_keys, digest, fingerprint
 from utils.io import load_weights, save_checkpoint
 from utils.runtime import ROLE_VICTIM, derive_seed
-from victims import build_model
+from victims import build_model, source_digest
 
 VICTIM_DIR = "victim"
 CHECKPOINT_FILE = "checkpoint.pth"
@@ -85,6 +85,8 @@ def run_victim(ctx, data):
     """The trained victim as a one-member pack, and {train_accuracy, test_accuracy}."""
     cfg, node = ctx.cfg, ctx.cfg.VICTIM
     fp = fingerprint(cfg, VICTIM_KEYS, exclude=_VICTIM_EXCLUDE)
+    if source_digest(node.MODEL.ARCH):  # a user's class: its source, not only its name
+        fp["VICTIM.MODEL.ARCH source"] = source_digest(node.MODEL.ARCH)
     seed = derive_seed(cfg.RNG_SEED, ROLE_VICTIM)
     own = ctx.path(VICTIM_DIR, CHECKPOINT_FILE)
     path = node.CHECKPOINT or (own if os.path.exists(own) else "")

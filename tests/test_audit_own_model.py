@@ -269,3 +269,24 @@ def test_members_as_text_and_npz_size_the_victim(tmp_path):
     from utils.errors import UsageError
     with pytest.raises(UsageError, match=r"VICTIM.TRAIN.SET_SIZE: bad value 30; allowed: 4"):
         build_cfg("", _npz_opts(tmp_path, **{"VICTIM.MEMBERS": str(tmp_path / "m.txt")}))
+
+
+def test_arch_and_its_source_are_in_the_fingerprints(user_module, tmp_path, monkeypatch):
+    from configs.config import build_cfg
+    from engine.shadows import shadow_fingerprint
+
+    def shadows_fp(arch):
+        cfg, _ = build_cfg("", _npz_opts(tmp_path, **{"VICTIM.MODEL.ARCH": arch}))
+        return shadow_fingerprint(cfg)
+
+    net, skip = shadows_fp(f"{user_module}:Net"), shadows_fp(f"{user_module}:SkipNet")
+    assert net["SHADOW.MODEL.ARCH"] == f"{user_module}:Net" and net != skip
+    assert "SHADOW.MODEL.ARCH source" not in shadows_fp("simplecnn")
+    module = tmp_path / "mia_edited_net.py"  # a class edited between two runs
+    module.write_text(_SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = shadows_fp("mia_edited_net:Net")
+    module.write_text(_SOURCE.replace("64", "65"))
+    after = shadows_fp("mia_edited_net:Net")
+    assert before["SHADOW.MODEL.ARCH source"] != after["SHADOW.MODEL.ARCH source"]
+    sys.modules.pop("mia_edited_net", None)

@@ -1,6 +1,7 @@
 """Victim/shadow classifiers. Every model maps a batch of records, (B, C, H, W) images or
 (B, d) feature vectors, to (B, classes) logits."""
 
+import hashlib
 import importlib
 import inspect
 import math
@@ -124,6 +125,17 @@ def get_model_class(arch):
     if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
         return _fail(f"{arch} is not an nn.Module class ({type(cls).__name__})")
     return cls
+
+
+def source_digest(arch):
+    """The first 16 hex digits of the SHA-256 of the source file defining a
+    `package.module:Class` (an edited class is another architecture); "" for a registry
+    name."""
+    if arch in MODELS or not is_import_path(arch):
+        return ""
+    path = inspect.getsourcefile(get_model_class(arch))
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
 
 
 def _fail(why):
