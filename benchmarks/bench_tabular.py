@@ -122,7 +122,7 @@ def main(argv=None):
     p.add_argument("--features", type=int, default=PURCHASE_FEATURES)
     p.add_argument("--classes", type=int, default=PURCHASE_CLASSES)
     p.add_argument("--density", type=float, default=0.2, help="share of ones in a prototype")
-    p.add_argument("--flip", type=float, default=0.4, help="probability a bit is flipped")
+    p.add_argument("--flip", type=float, default=0.35, help="probability a bit is flipped")
     p.add_argument("--layers", default="1024-512-256-128", help="the mlp's hidden widths")
     p.add_argument("--victim", type=int, default=2500, help="victim (and shadow) train records")
     p.add_argument("--shadows", type=int, default=8)
