@@ -2,6 +2,7 @@
 its plain state_dict (VICTIM.CHECKPOINT) and the train records it saw (VICTIM.MEMBERS)."""
 
 import csv
+import json
 import sys
 import textwrap
 
@@ -15,6 +16,7 @@ from conftest import tiny_opts
 from datasets import get_dataset_info
 from datasets.cifar import load_cifar10
 from engine.pack import ModelList, ModelPack, build_pack
+from utils.errors import UsageError
 from victims import build_model
 
 # A user's module, written to a temporary folder put on sys.path as a user's package is.
@@ -128,7 +130,6 @@ def test_audit_a_model_trained_elsewhere(data_root, user_module, tmp_path, capsy
     assert np.array_equal(splits["victim_train"], members)
     shadow_pools = np.r_[splits["shadow_in_pool"], splits["shadow_out_pool"]]
     assert not np.intersect1d(shadow_pools, members).size and len(shadow_pools) == 49000
-    import json
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["victim"]["train_size"] == 1000 and metrics["victim"]["train_accuracy"] > 0.9
     assert metrics["victim"]["source"].endswith("model.pt")
@@ -266,7 +267,6 @@ def test_members_as_text_and_npz_size_the_victim(tmp_path):
             "VICTIM.TRAIN.SET_SIZE": "15000"}))
         assert cfg.VICTIM.TRAIN.SET_SIZE == 4 and cfg.SHADOW.TRAIN.SET_SIZE == 4
         assert ("DATASET.VICTIM_POOL_SIZE", 4) in derived
-    from utils.errors import UsageError
     with pytest.raises(UsageError, match=r"VICTIM.TRAIN.SET_SIZE: bad value 30; allowed: 4"):
         build_cfg("", _npz_opts(tmp_path, **{"VICTIM.MEMBERS": str(tmp_path / "m.txt")}))
 
