@@ -18,11 +18,12 @@ from attack_models.methods import METHOD_NAMES, NEEDS_RANDOM_HALF, methods_for_o
 from attack_models.queries import QUERY_VIEWS
 from configs.defaults import get_cfg
 from datasets import get_dataset_info, reads_path
+from datasets.members import load_members
 from shadow_models.sampling import filler_size
 from utils.errors import UsageError
 from utils.fingerprint import flatten
 from utils.optim_names import AUGMENT_NAMES, CRITERION_NAMES, OPTIMIZER_NAMES, SCHEDULER_NAMES
-from victims import MODELS, check_model
+from victims import MODELS, check_model, is_import_path
 from victims.release import OUTPUTS
 
 # Shadow keys that default to the victim's value: shadow key -> (victim key, "as victim" value).
@@ -183,6 +184,13 @@ def _check_name(key, value, registry, follow=False):
            ", ".join(names) + (" (or empty: as VICTIM)" if follow else ""))
 
 
+def _check_arch(key, value, follow=False):
+    """A registry name, or a `package.module:Class` path (checked by syntax only)."""
+    _check(value in MODELS or is_import_path(value) or (follow and value == ""), key, value,
+           ", ".join(sorted(MODELS)) + ", or package.module:Class (a user's nn.Module)"
+           + (" (or empty: as VICTIM)" if follow else ""))
+
+
 def _check_positive(cfg, keys, follow_ok=False, integer=True, strict=True):
     for key in keys:
         v = _get(cfg, key)
@@ -291,7 +299,8 @@ def _check_dataset(cfg, info):
         if node == "SHADOW" and arch == cfg.VICTIM.MODEL.ARCH:
             options = [_get(cfg, victim) if _get(cfg, key) == follow else _get(cfg, key)
                        for key, (victim, follow) in _FOLLOW_VICTIM_ARCH.items()]
-        problem = check_model(arch, info.shape, *options)
+        # a user's module:Class is imported by the builder, not by the config checks
+        problem = "" if is_import_path(arch) else check_model(arch, info.shape, *options)
         if problem:
             raise UsageError(f"{node}.{problem}")
         augment = _effective(cfg, f"{node}.TRAIN.AUGMENT")
@@ -299,22 +308,53 @@ def _check_dataset(cfg, info):
                f"none for {name}'s feature vectors (flips and crops are for images)")
 
 
-def _check_sizes(cfg, num_train, num_test):
-    """Pool, set and evaluation sizes against the data set's train and test splits."""
-    pool, train = cfg.DATASET.VICTIM_POOL_SIZE, num_train
+def _members_count(cfg, num_train):
+    """How many train records VICTIM.MEMBERS lists (read and checked), or 0 without it."""
+    path = cfg.VICTIM.MEMBERS
+    return len(load_members(path, num_train)) if path else 0
+
+
+def _check_members(cfg, num_train):
+    """With VICTIM.MEMBERS, the victim's pool and set are its records: the size keys may
+    only keep their default or say the same. Returns the member count (0: no file)."""
+    count = _members_count(cfg, num_train)
+    if not count:
+        return 0
+    defaults = get_cfg()
+    for key in ("VICTIM.TRAIN.SET_SIZE", "DATASET.VICTIM_POOL_SIZE"):
+        value = _get(cfg, key)
+        _check(value in (_get(defaults, key), count), key, value,
+               f"{count}, the records of VICTIM.MEMBERS (or the default, which follows it)")
+    _check(not cfg.SHADOW.TRAIN.DATA_PATH, "SHADOW.TRAIN.DATA_PATH", cfg.SHADOW.TRAIN.DATA_PATH,
+           "empty while VICTIM.MEMBERS is set (the shadow pools are the other train records)")
+    return count
+
+
+def _check_sizes(cfg, num_train, num_test, members=0):
+    """Pool, set and evaluation sizes against the data set's train and test splits;
+    members: the count of VICTIM.MEMBERS (0: none), which then sizes the victim."""
+    pool, train = members or cfg.DATASET.VICTIM_POOL_SIZE, num_train
+    victim_size = members or cfg.VICTIM.TRAIN.SET_SIZE
     _check(pool < train - 1, "DATASET.VICTIM_POOL_SIZE", pool,
            f"1 .. {train - 2} (the rest of {cfg.DATASET.NAME}'s {train} train records is the "
            f"shadow pool)")
-    _check(cfg.VICTIM.TRAIN.SET_SIZE <= pool, "VICTIM.TRAIN.SET_SIZE", cfg.VICTIM.TRAIN.SET_SIZE,
+    _check(victim_size <= pool, "VICTIM.TRAIN.SET_SIZE", victim_size,
            f"1 .. DATASET.VICTIM_POOL_SIZE={pool}")
     half = (train - pool) // 2
     shadow_size = cfg.SHADOW.TRAIN.SET_SIZE
     if shadow_size == -1:
-        shadow_size = cfg.VICTIM.TRAIN.SET_SIZE
+        shadow_size = victim_size
+    if members and shadow_size > half and cfg.SHADOW.SAMPLING == "disjoint":
+        raise UsageError(
+            f"VICTIM.MEMBERS: its {members} records leave {train - pool} of {cfg.DATASET.NAME}'s "
+            f"{train} train records for the shadow pools, whose halves ({half}) cannot give "
+            f"each shadow {shadow_size} records (SHADOW.TRAIN.SET_SIZE"
+            + (f", as the victim's); use at most {train // 3} members, or set it <= {half}"
+               if cfg.SHADOW.TRAIN.SET_SIZE == -1 else f"); set it <= {half}"))
     _check(shadow_size <= half, "SHADOW.TRAIN.SET_SIZE", cfg.SHADOW.TRAIN.SET_SIZE,
            f"1 .. {half} (half of the {train - pool}-record shadow pool)")
     if cfg.SHADOW.SAMPLING == "random_half" and not cfg.ATTACKER.TEST.DATA_PATH:
-        n_in = cfg.VICTIM.TRAIN.SET_SIZE
+        n_in = victim_size
         targets = 2 * min(n_in, num_test) if cfg.ATTACKER.TEST.BALANCED else n_in + num_test
         filler, population = filler_size(targets, shadow_size), cfg.ATTACKER.RMIA.NUM_POPULATION
         _check(filler + population <= train - pool, "ATTACKER.RMIA.NUM_POPULATION", population,
@@ -325,8 +365,8 @@ def _check_sizes(cfg, num_train, num_test):
 def assert_cfg(cfg):
     """Check every key; raise UsageError on the first bad one. Changes nothing."""
     info, (num_train, num_test) = dataset_info(cfg)
-    _check_name("VICTIM.MODEL.ARCH", cfg.VICTIM.MODEL.ARCH, MODELS)
-    _check_name("SHADOW.MODEL.ARCH", cfg.SHADOW.MODEL.ARCH, MODELS, follow=True)
+    _check_arch("VICTIM.MODEL.ARCH", cfg.VICTIM.MODEL.ARCH)
+    _check_arch("SHADOW.MODEL.ARCH", cfg.SHADOW.MODEL.ARCH, follow=True)
     _check_dataset(cfg, info)
     _check_name("ATTACKER.MODEL.ARCH", cfg.ATTACKER.MODEL.ARCH, ATTACK_MODELS)
     _check_optimizer(cfg, "VICTIM.OPTIMIZER", follow=False)
@@ -347,7 +387,10 @@ def assert_cfg(cfg):
     _check_recipe(cfg, "SHADOW", follow=True)
     _check_positive(cfg, ["SHADOW.TRAIN.MODELS_PER_PACK", "NUM_THREADS", "RNG_SEED",
                           "USE_GPU", "NUM_WORKERS"], strict=False)
-    _check_sizes(cfg, num_train, num_test)
+    for key in ("VICTIM.CHECKPOINT", "VICTIM.MEMBERS"):
+        path = _get(cfg, key)
+        _check(not path or os.path.isfile(path), key, path, "an existing file, or empty")
+    _check_sizes(cfg, num_train, num_test, _check_members(cfg, num_train))
     _check_positive(cfg, ["VICTIM.TRAIN.CHECKPOINT_MINUTES", "SHADOW.TRAIN.CHECKPOINT_MINUTES"],
                     integer=False, strict=False)
 
@@ -444,7 +487,7 @@ def assert_cfg(cfg):
     _check(not (cfg.USE_GPU == 0 and cfg.DEVICE.startswith("cuda")), "DEVICE", cfg.DEVICE,
            "cpu or auto while USE_GPU is 0")
 
-    for key in ("VICTIM.CHECKPOINT", "SHADOW.TRAIN.DATA_PATH", "ATTACKER.TEST.DATA_PATH"):
+    for key in ("SHADOW.TRAIN.DATA_PATH", "ATTACKER.TEST.DATA_PATH"):
         path = _get(cfg, key)
         _check(not path or os.path.isfile(path), key, path, "an existing file, or empty")
     test_dir = cfg.ATTACKER.TEST.CHECKPOINT_DIR
@@ -463,7 +506,11 @@ def infer_cfg(cfg):
     if cfg.ATTACKER.TRAIN.VAL_SHADOWS == -1:
         put("ATTACKER.TRAIN.VAL_SHADOWS", 1 if cfg.SHADOW.NUM_MODELS > 1 else 0)
 
-    info, _ = dataset_info(cfg)
+    info, (num_train, _) = dataset_info(cfg)
+    members = _members_count(cfg, num_train)
+    for key in ("VICTIM.TRAIN.SET_SIZE", "DATASET.VICTIM_POOL_SIZE"):
+        if members and _get(cfg, key) != members:  # the victim's records are the members
+            put(key, members)
     for key in _DATASET_KEYS:
         if not _get(cfg, key):
             put(key, cfg.DATASET.NAME)
@@ -490,7 +537,8 @@ def infer_cfg(cfg):
             put(key, _get(cfg, victim_key))
     if not cfg.OUTPUT_DIR:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        name = f"{stamp}_{cfg.SHADOW.MODEL.ARCH}_{cfg.ATTACKER.MODEL.ARCH}"
+        arch = cfg.SHADOW.MODEL.ARCH.replace(":", ".")  # a module:Class path, as a file name
+        name = f"{stamp}_{arch}_{cfg.ATTACKER.MODEL.ARCH}"
         put("OUTPUT_DIR", os.path.join(cfg.LOG_DIR, cfg.DATASET.NAME, name))
     if not cfg.SHADOW.TRAIN.CHECKPOINT_DIR:
         put("SHADOW.TRAIN.CHECKPOINT_DIR", os.path.join(cfg.OUTPUT_DIR, "shadow_files"))

@@ -49,9 +49,16 @@ _C.VICTIM.NUM_CLASSES = -1
 # Input channels of images (3 RGB, 1 greyscale) or inputs per feature vector (600 for
 # purchase100); -1: the data set's.
 _C.VICTIM.IN_FEATURES = -1
-# Path of a victim checkpoint (.pth written by this toolkit) to load instead of
-# training one; empty: train the victim.
+# A victim to load instead of training one: a file saved with torch.save holding this
+# toolkit's checkpoint, a plain state_dict, or a dict holding one under 'state_dict' or
+# 'model' (loaded with weights_only=True); empty: train the victim.
 _C.VICTIM.CHECKPOINT = ""
+# The train-split indices the victim was trained on: a .npy, an .npz (one array, or
+# 'members') or a text file of one index per line. The evaluation's members are drawn from
+# them, the shadow pools are the other train records, VICTIM.TRAIN.SET_SIZE and
+# DATASET.VICTIM_POOL_SIZE become their count, and VICTIM.OPTIMIZER/TRAIN.* should say
+# how the victim was trained (the shadows copy it). Empty: drawn from RNG_SEED.
+_C.VICTIM.MEMBERS = ""
 # What the victim releases per query, the only thing every attack sees (the attacker's
 # shadows release the same): probs (softmax posteriors), topk (the OUTPUT_TOPK largest,
 # the rest zeroed), rounded (to OUTPUT_DECIMALS decimals), label (the predicted class,
@@ -63,7 +70,10 @@ _C.VICTIM.OUTPUT_TOPK = 1
 _C.VICTIM.OUTPUT_DECIMALS = 2
 _C.VICTIM.MODEL = CN()
 # Architecture registry key; allowed: simplecnn, pytorchcnn, resnet18, wrn, fastnet
-# (images), simplemlp, mlp (any records, flattened).
+# (images), simplemlp, mlp (any records, flattened), or package.module:Class, a user's
+# nn.Module importable from the working folder or PYTHONPATH (built with those of
+# num_classes, in_channels, image_size, in_features its constructor takes; it must return
+# logits).
 _C.VICTIM.MODEL.ARCH = "simplecnn"
 # Hidden layer widths of simplemlp and mlp, stage widths of resnet18 (4) and fastnet (3);
 # []: the architecture's own (simplemlp 128; mlp 1024-512-256-128, the usual

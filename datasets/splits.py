@@ -28,12 +28,15 @@ def stratified_sample(indices, labels, size, rng):
     return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
 
 
-def split_victim_shadow(labels, victim_pool_size, seed):
+def split_victim_shadow(labels, victim_pool_size, seed, members=None):
     """dict(victim_pool, shadow_in_pool, shadow_out_pool): disjoint, class-balanced,
-    together the whole train split; the shadow pool is halved class by class."""
+    together the whole train split; the shadow pool is halved class by class. members:
+    (n,) train indices a victim trained outside the toolkit was trained on, which are
+    then the victim pool (victim_pool_size is ignored)."""
     rng = np.random.default_rng([seed, 0])
     everything = np.arange(len(labels))
-    victim_pool = stratified_sample(everything, labels, victim_pool_size, rng)
+    victim_pool = (np.sort(np.asarray(members, dtype=np.int64)) if members is not None
+                   else stratified_sample(everything, labels, victim_pool_size, rng))
     shadow_pool = np.setdiff1d(everything, victim_pool)
     shadow_in = stratified_sample(shadow_pool, labels, len(shadow_pool) // 2, rng)
     shadow_out = np.setdiff1d(shadow_pool, shadow_in)

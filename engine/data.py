@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from datasets import load_dataset
+from datasets.members import load_members
 from datasets.splits import build_eval_set, sample_victim_train, split_victim_shadow
 from utils.errors import UsageError
 from utils.io import load_npz, save_npz
@@ -57,10 +58,10 @@ def _check_indices(path, arrays, limits):
     return {k: v.astype(np.int64) for k, v in arrays.items()}
 
 
-def _load_pools(cfg, labels):
+def _load_pools(cfg, labels, members):
     path = cfg.SHADOW.TRAIN.DATA_PATH
     if not path:
-        return split_victim_shadow(labels, cfg.DATASET.VICTIM_POOL_SIZE, cfg.RNG_SEED)
+        return split_victim_shadow(labels, cfg.DATASET.VICTIM_POOL_SIZE, cfg.RNG_SEED, members)
     pools = _check_indices(path, load_npz(path, _POOL_KEYS), dict.fromkeys(_POOL_KEYS, len(labels)))
     all_idx = np.concatenate(list(pools.values()))
     if len(np.unique(all_idx)) != len(all_idx):
@@ -107,7 +108,8 @@ def build_data(ctx):
     cfg, node = ctx.cfg, ctx.cfg.DATASET
     raw, all_x, all_y, (mean, std) = load_records(cfg, ctx.device)
     train_y, test_y = raw["train_y"].numpy(), raw["test_y"].numpy()
-    splits = _load_pools(cfg, train_y)
+    members = load_members(cfg.VICTIM.MEMBERS, len(train_y)) if cfg.VICTIM.MEMBERS else None
+    splits = _load_pools(cfg, train_y, members)
     if cfg.VICTIM.TRAIN.SET_SIZE > len(splits["victim_pool"]):
         raise UsageError(f"VICTIM.TRAIN.SET_SIZE: {cfg.VICTIM.TRAIN.SET_SIZE} exceeds the "
                          f"{len(splits['victim_pool'])}-record victim pool")
@@ -115,8 +117,9 @@ def build_data(ctx):
     if cfg.SHADOW.TRAIN.SET_SIZE > half:
         raise UsageError(f"SHADOW.TRAIN.SET_SIZE: {cfg.SHADOW.TRAIN.SET_SIZE} exceeds the "
                          f"{half}-record shadow pool half")
-    splits["victim_train"] = sample_victim_train(splits["victim_pool"], train_y,
-                                                 cfg.VICTIM.TRAIN.SET_SIZE, cfg.RNG_SEED)
+    # a victim trained outside the toolkit trained on exactly its members
+    splits["victim_train"] = members if members is not None else sample_victim_train(
+        splits["victim_pool"], train_y, cfg.VICTIM.TRAIN.SET_SIZE, cfg.RNG_SEED)
     splits.update(_load_eval(cfg, splits["victim_train"], train_y, test_y))
     splits.update({k: raw[k] for k in ("train_records", "test_records") if k in raw})
     if ctx.dist.is_main:

@@ -3,7 +3,9 @@
 import time
 
 import numpy as np
+import torch
 
+from configs.config import dataset_info
 from engine.attack import run_attack_training
 from engine.data import build_data
 from engine.evaluate import SCORES_FILE, evaluate, make_evidence, scores_csv
@@ -15,6 +17,7 @@ from utils.distributed import shutdown_distributed
 from utils.fingerprint import digest, fingerprint
 from utils.io import save_json, save_text
 from utils.runtime import versions
+from victims import build_model, is_import_path
 
 METRICS_FILE = "metrics.json"
 
@@ -23,11 +26,23 @@ def run(cfg, derived=()):
     """Run every enabled stage for a frozen cfg; return the metrics dict (also saved).
     Under torchrun, every rank trains a share of the shadows; rank 0 does the rest."""
     start = time.perf_counter()
+    check_user_models(cfg)
     ctx = setup_run(cfg, derived)
     try:
         return _run_stages(ctx, start)
     finally:
         ctx.close()
+
+
+def check_user_models(cfg):
+    """Build each `package.module:Class` architecture of the run once, so that a module that
+    cannot be imported or built stops the run (UsageError) before its folder is written."""
+    info, _ = dataset_info(cfg)
+    for node in (cfg.VICTIM, cfg.SHADOW):
+        if is_import_path(node.MODEL.ARCH):
+            with torch.random.fork_rng(devices=[]):  # leaves the run's random state as it was
+                build_model(node.MODEL.ARCH, cfg.VICTIM.NUM_CLASSES, info.shape,
+                            node.MODEL.LAYER_DIMS)
 
 
 def _run_stages(ctx, start):

@@ -26,6 +26,7 @@ from utils.errors import UsageError
 from utils.fingerprint import differing_keys, digest, fingerprint
 from utils.io import load_json, save_checkpoint, save_json
 from utils.runtime import ROLE_SHADOW, derive_seed
+from victims import source_digest
 from victims.release import RELEASE_KEYS
 
 ATTACK_DATA_FILE = "attack_data_train"
@@ -33,8 +34,10 @@ ATTACK_DATA_META = "attack_data_train.json"
 REFERENCE_FILE = "reference_scores.npz"
 # Config keys that change what a shadow is; NUM_MODELS is not one of them: raising it
 # extends the fleet, lowering it uses the first shadows.
+# VICTIM.MEMBERS (its content) decides the shadow pools, which exclude the members.
 SHADOW_KEYS = ("DATASET", "SHADOW", "RNG_SEED", "VICTIM.NUM_CLASSES", "VICTIM.IN_FEATURES",
-               "ATTACKER.VICTIM_CLASSES", "MIXED_PRECISION", "VICTIM.DP", *RELEASE_KEYS)
+               "VICTIM.MEMBERS", "ATTACKER.VICTIM_CLASSES", "MIXED_PRECISION", "VICTIM.DP",
+               *RELEASE_KEYS)
 # random_half shadows also depend on the evaluated records they train on.
 _RANDOM_HALF_KEYS = ("VICTIM.TRAIN.SET_SIZE", "DATASET.VICTIM_POOL_SIZE", "ATTACKER.TEST.BALANCED",
                      "ATTACKER.TEST.DATA_PATH", "ATTACKER.RMIA.NUM_POPULATION")
@@ -51,10 +54,13 @@ def shadow_fingerprint(cfg):
     random_half = cfg.SHADOW.SAMPLING == "random_half"
     views = cfg.ATTACKER.QUERY_AUGMENTATIONS > 1
     label_only = "label_only" in cfg.ATTACKER.METHODS  # the attack data holds its signal
-    return fingerprint(cfg, SHADOW_KEYS + (_RANDOM_HALF_KEYS if random_half else ())
-                       + (_QUERY_KEYS if views else ())
-                       + (("ATTACKER.LABEL_ONLY",) if label_only else ()),
-                       exclude=_SHADOW_EXCLUDE)
+    fp = fingerprint(cfg, SHADOW_KEYS + (_RANDOM_HALF_KEYS if random_half else ())
+                     + (_QUERY_KEYS if views else ())
+                     + (("ATTACKER.LABEL_ONLY",) if label_only else ()),
+                     exclude=_SHADOW_EXCLUDE)
+    if source_digest(cfg.SHADOW.MODEL.ARCH):  # a user's class: its source, not only its name
+        fp["SHADOW.MODEL.ARCH source"] = source_digest(cfg.SHADOW.MODEL.ARCH)
+    return fp
 # Shadows per pack when MODELS_PER_PACK is 0 (on a 2-core CPU 8 and 16 per pack are within
 # noise of each other, 8 ahead in float32; benchmarks/bench_speed.py).
 _AUTO_PACK = {"cpu": 8, "cuda": 64}

@@ -105,3 +105,29 @@ def test_modern_benchmark_smoke_run(capsys):
         # the ratio of the two rates (each printed to 0.1 img/s, the ratio to 0.01)
         low, high = (packed - 0.05) / (one + 0.05), (packed + 0.05) / (one - 0.05)
         assert low - 0.005 - 1e-9 <= ratio <= high + 0.005 + 1e-9
+
+
+_TABULAR = re.compile(r"(\d+) MLPs x (\d+) records x (\d+) epoch\(s\), batch (\d+), (\d+) thread\(s\): "
+                      r"one pack ([\d,]+) records/s, one by one ([\d,]+) records/s \(([\d.]+)x\)")
+
+
+def test_tabular_benchmark_smoke_run(capsys):
+    from benchmarks import bench_tabular
+
+    result = bench_tabular.main(["--records", "1500", "--features", "40", "--classes", "5",
+                                 "--layers", "32-16", "--victim", "200", "--shadows", "2",
+                                 "--epochs", "2", "--attack-epochs", "1", "--threads", "1",
+                                 "--pack-models", "3"])
+    out = capsys.readouterr().out
+    assert re.search(r"data: 1,500 records x 40 binary features, 5 classes \(1,200 train / "
+                     r"300 test\)", out)
+    timing = result["timing"]
+    assert set(timing) >= {"data", "victim", "shadows", "attack", "evaluate", "total"}
+    assert sum(v for k, v in timing.items() if k != "total") <= timing["total"]
+    assert f"total {timing['total']:.1f} s" in out and "mlp 32-16 tanh" in out
+    m = _TABULAR.search(out)
+    assert m and (int(m[1]), int(m[2]), int(m[3]), int(m[5])) == (3, 200, 1, 1)
+    packed, alone = _number(m[6]), _number(m[7])
+    assert (round(packed), round(alone)) == (round(result["packed"]), round(result["alone"]))
+    assert abs(float(m[8]) - packed / alone) <= 0.01 * packed / alone + 0.005
+    assert 0.4 < result["auc"] <= 1.0 and result["limit"] > 0

@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 
+import numpy as np
 import pytest
 
 from configs.config import build_cfg
@@ -16,13 +17,17 @@ _PAGES = [os.path.join(REPO, "README.md"), *sorted(glob.glob(os.path.join(REPO, 
 
 
 def _commands(path):
-    """Shell commands of a page's ```bash blocks (continued lines joined)."""
+    """Shell commands of a page's ```bash blocks (continued lines joined) and the
+    `python run_attack.py ...` cells of its tables."""
     text = open(path).read()
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():
             if line.strip() and not line.lstrip().startswith("#"):
                 commands.append(line.strip())
+    for line in text.splitlines():
+        if line.startswith("|"):
+            commands += re.findall(r"`(python3? run_attack\.py [^`]*)`", line)
     return commands
 
 
@@ -57,8 +62,12 @@ def test_every_quoted_run_builds_a_valid_config(page, command, tmp_path, monkeyp
     if args[:1] == ["--cfg"]:
         cfg_file, args = os.path.join(REPO, args[1]), args[2:]
     monkeypatch.chdir(tmp_path)  # data-prep files named by a command need not exist here
-    for name in ("splits.npz", "attack_test.npz"):
+    for name in ("splits.npz", "attack_test.npz", "my_model.pt"):  # only their presence is checked
         open(name, "w").close()
+    np.save("members.npy", np.arange(2500))  # a user's member indices, read by the checks
+    rng = np.random.default_rng(0)  # a user's own data set (DATASET.NAME npz): 10 classes
+    np.savez("mine.npz", x_train=rng.random((10000, 4)), y_train=np.arange(10000) % 10,
+             x_test=rng.random((2000, 4)), y_test=np.arange(2000) % 10)
     build_cfg(cfg_file, args)  # merges, checks every key (assert_cfg), derives
 
 

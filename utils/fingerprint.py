@@ -3,6 +3,9 @@
 import hashlib
 import json
 
+# Keys naming a file whose content, not only its name, decides an artifact.
+_CONTENT_KEYS = ("VICTIM.MEMBERS",)
+
 
 def flatten(node, prefix=""):
     """Nested dict (or CfgNode) -> {"A.B.C": value}, tuples as lists."""
@@ -19,9 +22,25 @@ def flatten(node, prefix=""):
 def fingerprint(cfg, prefixes, exclude=()):
     """{key: value} of the config keys under `prefixes`, less those under `exclude`."""
     flat = flatten(cfg)
-    return {k: v for k, v in sorted(flat.items())
-            if any(k == p or k.startswith(p + ".") for p in prefixes)
-            and not any(k == e or k.startswith(e + ".") for e in exclude)}
+    fp = {k: v for k, v in sorted(flat.items())
+          if any(k == p or k.startswith(p + ".") for p in prefixes)
+          and not any(k == e or k.startswith(e + ".") for e in exclude)}
+    for key in _CONTENT_KEYS:
+        if fp.get(key):
+            fp[key] = f"{fp[key]} (sha256 {file_digest(fp[key])})"
+    return fp
+
+
+def file_digest(path):
+    """The first 16 hex digits of the file's SHA-256 ("missing" when it cannot be read)."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return "missing"
+    return h.hexdigest()[:16]
 
 
 def digest(fp):

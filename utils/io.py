@@ -106,14 +106,20 @@ def save_checkpoint(path, state_dict, **meta):
     atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
-def load_checkpoint(path):
-    """A checkpoint dict, loaded with weights_only=True so that no code in it can run."""
+def load_weights(path):
+    """Whatever torch.save wrote at path, loaded with weights_only=True (tensors and plain
+    containers only, so that no code in it can run)."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise RunError(f"checkpoint not found: {path}") from None
     except Exception as e:
         raise RunError(f"refusing checkpoint {path}: {str(e).splitlines()[0]}") from None
+
+
+def load_checkpoint(path):
+    """A checkpoint dict of this toolkit (weights under 'state_dict', plus metadata)."""
+    ckpt = load_weights(path)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise RunError(f"{path} is not a checkpoint of this toolkit (no 'state_dict')")
     return ckpt

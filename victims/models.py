@@ -1,9 +1,13 @@
 """Victim/shadow classifiers. Every model maps a batch of records, (B, C, H, W) images or
 (B, d) feature vectors, to (B, classes) logits."""
 
+import hashlib
+import importlib
 import inspect
 import math
+import re
 
+import torch
 from torch import nn
 
 from utils.errors import UsageError
@@ -95,19 +99,73 @@ def _arguments(num_classes, input_shape, layer_dims, depth, width):
     return args
 
 
-def _missing(arch, input_shape):
-    """The image arguments `arch` takes that records of input_shape do not give: a class
+# A user's architecture: `package.module:Class`, importable from the working folder or
+# PYTHONPATH.
+_IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+# Records of the forward pass that checks a user's class returns (B, classes) logits.
+_CHECK_RECORDS = 2
+
+
+def is_import_path(arch):
+    """True when arch is written as `package.module:Class` (checked by syntax only)."""
+    return bool(_IMPORT_PATH.match(arch))
+
+
+def get_model_class(arch):
+    """The nn.Module class of a registry name or of a `package.module:Class` path; raises
+    UsageError naming the module and why it cannot be used."""
+    if arch in MODELS:
+        return MODELS[arch]
+    if not is_import_path(arch):
+        return _fail(f"unknown architecture '{arch}'; allowed: {', '.join(sorted(MODELS))}, or "
+                     f"package.module:Class")
+    module_name, class_name = arch.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # a missing module, or one whose own code fails on import
+        return _fail(f"cannot import module '{module_name}' of {arch} "
+                     f"({type(e).__name__}: {_first_line(e)}); it must be importable from "
+                     f"the working folder or PYTHONPATH")
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        return _fail(f"module '{module_name}' ({module.__file__}) has no '{class_name}'")
+    if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
+        return _fail(f"{arch} is not an nn.Module class ({type(cls).__name__})")
+    return cls
+
+
+def source_digest(arch):
+    """The first 16 hex digits of the SHA-256 of the source file defining a
+    `package.module:Class` (an edited class is another architecture); "" for a registry
+    name."""
+    if arch in MODELS or not is_import_path(arch):
+        return ""
+    path = inspect.getsourcefile(get_model_class(arch))
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+def _fail(why):
+    raise UsageError(f"MODEL.ARCH: {why}")
+
+
+def _first_line(e):
+    return (str(e).strip().splitlines() or [""])[0][:200]
+
+
+def _missing(cls, input_shape):
+    """The image arguments `cls` takes that records of input_shape do not give: a class
     taking in_features takes any records (flattened); one taking in_channels or
     image_size but not in_features takes images only."""
-    params = inspect.signature(MODELS[arch]).parameters
+    params = inspect.signature(cls).parameters
     if "in_features" in params or len(input_shape) == 3:
         return []
     return [n for n in ("in_channels", "image_size") if n in params]
 
 
-def _check_shape_options(arch, layer_dims, depth, width):
+def _check_shape_options(arch, cls, layer_dims, depth, width):
     """Why layer_dims, depth or width (-1: the architecture's own) do not fit `arch`."""
-    cls, params = MODELS[arch], inspect.signature(MODELS[arch]).parameters
+    params = inspect.signature(cls).parameters
     if layer_dims and "layer_dims" not in params:
         return f"MODEL.LAYER_DIMS: {arch} has no hidden layer widths to set; leave it []"
     count = getattr(cls, "NUM_LAYER_DIMS", 0)
@@ -127,15 +185,18 @@ def _check_shape_options(arch, layer_dims, depth, width):
 
 def check_model(arch, input_shape, layer_dims=(), depth=-1, width=-1):
     """Why `arch` cannot be built for records of input_shape with layer_dims, depth and
-    width (one line naming the key), or "" when it can."""
-    if arch not in MODELS:
-        return f"MODEL.ARCH: unknown architecture '{arch}'; allowed: {', '.join(sorted(MODELS))}"
-    problem = _check_shape_options(arch, layer_dims, depth, width)
+    width (one line naming the key), or "" when it can. A `module:Class` path is imported
+    (UsageError when that fails)."""
+    if arch not in MODELS and not is_import_path(arch):
+        return (f"MODEL.ARCH: unknown architecture '{arch}'; allowed: "
+                f"{', '.join(sorted(MODELS))}, or package.module:Class")
+    cls = get_model_class(arch)
+    problem = _check_shape_options(arch, cls, layer_dims, depth, width)
     if problem:
         return problem
-    missing = _missing(arch, input_shape)
+    missing = _missing(cls, input_shape)
     if missing:
-        fit = [a for a in sorted(MODELS) if not _missing(a, input_shape)]
+        fit = [a for a in sorted(MODELS) if not _missing(MODELS[a], input_shape)]
         return (f"MODEL.ARCH: {arch} takes images ({', '.join(missing)}), not records of "
                 f"shape {tuple(input_shape)}; allowed: {', '.join(fit)}")
     side = _MIN_IMAGE_SIZE.get(arch, 0)
@@ -145,13 +206,44 @@ def check_model(arch, input_shape, layer_dims=(), depth=-1, width=-1):
     return ""
 
 
+def _check_outputs(arch, model, num_classes, input_shape):
+    """A user's model must map (B, *input_shape) records to (B, num_classes) logits."""
+    x = torch.zeros(_CHECK_RECORDS, *input_shape)
+    training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(x)
+    except Exception as e:
+        _fail(f"{arch} cannot run on records of shape {tuple(input_shape)} "
+              f"({type(e).__name__}: {_first_line(e)})")
+    finally:
+        model.train(training)
+    want = (_CHECK_RECORDS, num_classes)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        _fail(f"{arch} gives {got} for {_CHECK_RECORDS} records of shape "
+              f"{tuple(input_shape)}; expected {want} logits")
+
+
 def build_model(arch, num_classes, input_shape, layer_dims=(), depth=-1, width=-1):
-    """A fresh classifier from the registry for records of input_shape ((C, H, W) or (d,)),
-    given the arguments its constructor takes (layer_dims, depth, width: [] or -1 for the
-    architecture's own); raises UsageError when it cannot be built."""
+    """A fresh classifier, a registry name or a `package.module:Class`, for records of
+    input_shape ((C, H, W) or (d,)), given the arguments its constructor takes among
+    num_classes, in_channels, image_size, in_features (and layer_dims, depth, width when
+    set: [] or -1 for the architecture's own); raises UsageError (one line naming the
+    module and why) when it cannot be built."""
     problem = check_model(arch, input_shape, layer_dims, depth, width)
     if problem:
         raise UsageError(problem)
-    params = inspect.signature(MODELS[arch]).parameters
+    cls = get_model_class(arch)
+    params = inspect.signature(cls).parameters
+    takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
     args = _arguments(num_classes, input_shape, layer_dims, depth, width)
-    return MODELS[arch](**{k: v for k, v in args.items() if k in params})
+    args = {k: v for k, v in args.items() if takes_all or k in params}
+    if arch in MODELS:
+        return cls(**args)
+    try:
+        model = cls(**args)
+    except Exception as e:
+        _fail(f"cannot build {arch} with {args} ({type(e).__name__}: {_first_line(e)})")
+    _check_outputs(arch, model, num_classes, input_shape)
+    return model
