@@ -3,12 +3,13 @@ trained with flip_crop, a onecycle schedule with warm-up, Nesterov SGD and label
 its shadows following that recipe in a pack."""
 
 import json
+import os
 
 import pytest
 import yaml
 
 import run_attack
-from conftest import tiny_opts
+from conftest import REPO, tiny_opts
 from utils.io import load_checkpoint
 from victims import build_model
 
@@ -46,3 +47,24 @@ def test_modern_victim_with_its_recipe_runs_end_to_end(arch, data_root, tmp_path
     victim = [float(r[head.index("loss")]) for r in tsv if r[:2] == ["train", "victim"]]
     assert len(victim) == 2 and victim[1] < victim[0]  # it learns
     assert sum(r[0] == "train" and r[1].startswith("shadow_") for r in tsv) == 4
+
+
+@pytest.mark.parametrize("preset", ["lira_cifar10", "rmia_cifar10"])
+def test_lira_and_rmia_presets_run_tiny(preset, data_root, tmp_path):
+    """The papers' settings (fast network, its recipe, random_half, 2 query views) at a
+    scale of seconds: narrow widths, 300 records, 4 shadows, 1 epoch."""
+    out = tmp_path / "run"
+    opts = tiny_opts(data_root, out, **{
+        "VICTIM.MODEL.LAYER_DIMS": "[8, 16, 16]", "VICTIM.TRAIN.SET_SIZE": "300",
+        "VICTIM.TRAIN.NUM_EPOCHS": "1", "VICTIM.TRAIN.BATCH_SIZE": "100",
+        "VICTIM.OPTIMIZER.WARMUP_EPOCHS": "0.3", "SHADOW.NUM_MODELS": "4",
+        "SHADOW.TRAIN.MODELS_PER_PACK": "4", "ATTACKER.TEST.BOOTSTRAP": "0",
+        "ATTACKER.RMIA.NUM_POPULATION": "200",
+        "NUM_THREADS": "1", "NUM_WORKERS": "1"})
+    assert run_attack.main(["--cfg", os.path.join(REPO, "configs", f"{preset}.yaml"), *opts]) == 0
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["ATTACKER"]["QUERY_AUGMENTATIONS"] == 2 and cfg["SHADOW"]["SAMPLING"] == "random_half"
+    assert cfg["SHADOW"]["TRAIN"]["AUGMENT"] == "flip_crop"
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["methods"]) == set(cfg["ATTACKER"]["METHODS"])
+    assert all(0 <= r["overall"]["auc"] <= 1 for r in m["methods"].values())
