@@ -15,13 +15,14 @@ import run_attack
 from conftest import tiny_opts
 from datasets import get_dataset_info
 from datasets.cifar import load_cifar10
-from engine.pack import ModelList, ModelPack, build_pack
+from engine.pack import ChannelPack, ModelList, ModelPack, build_pack
 from utils.errors import UsageError
 from victims import build_model
 
 # A user's module, written to a temporary folder put on sys.path as a user's package is.
 _MODULE = "mia_user_nets"
 _SOURCE = textwrap.dedent('''
+    import torch
     import torch.nn.functional as F
     from torch import nn
 
@@ -39,7 +40,8 @@ _SOURCE = textwrap.dedent('''
 
 
     class SkipNet(nn.Module):
-        """Not packable: F.relu in forward and a skip connection."""
+        """F.relu in forward and a skip connection: packed by running its own forward on
+        stacked members (ChannelPack)."""
 
         def __init__(self, num_classes=10, in_features=3072):
             super().__init__()
@@ -49,6 +51,20 @@ _SOURCE = textwrap.dedent('''
         def forward(self, x):
             h = F.relu(self.fc1(x.flatten(1)))
             return self.out(h + F.relu(self.fc2(h)))
+
+
+    class TiedNet(nn.Module):
+        """Not packable: two layers share one weight (a pack would train two copies)."""
+
+        def __init__(self, num_classes=10, in_features=3072):
+            super().__init__()
+            self.fc1, self.a, self.b = (nn.Linear(in_features, 32), nn.Linear(32, 32),
+                                        nn.Linear(32, 32))
+            self.b.weight = self.a.weight
+            self.out = nn.Linear(32, num_classes)
+
+        def forward(self, x):
+            return self.out(self.b(torch.tanh(self.a(self.fc1(x.flatten(1))))))
 
 
     class NeedsWidth(nn.Module):
@@ -162,24 +178,26 @@ def test_user_module_packs_or_trains_one_by_one(user_module, mia_warnings):
     x = torch.randn(20, 3, 8, 8)
     packable = [build_model(f"{user_module}:Net", 10, (3, 8, 8)) for _ in range(2)]
     assert isinstance(build_pack(packable, x, name=f"{user_module}:Net"), ModelPack)
-    skip = [build_model(f"{user_module}:SkipNet", 10, (3, 8, 8)) for _ in range(3)]
+    skip = [build_model(f"{user_module}:SkipNet", 10, (3, 8, 8)) for _ in range(2)]
+    assert isinstance(build_pack(skip, x, name=f"{user_module}:SkipNet"), ChannelPack)
+    tied = [build_model(f"{user_module}:TiedNet", 10, (3, 8, 8)) for _ in range(3)]
     for _ in range(2):  # said once per architecture, however many packs
-        assert isinstance(build_pack(skip, x, name=f"{user_module}:SkipNet"), ModelList)
+        assert isinstance(build_pack(tied, x, name=f"{user_module}:TiedNet"), ModelList)
     said = [m for m in mia_warnings if "does not train in packs" in m]
-    assert len(said) == 1 and f"{user_module}:SkipNet" in said[0] and "one by one" in said[0]
+    assert len(said) == 1 and f"{user_module}:TiedNet" in said[0] and "one by one" in said[0]
 
 
 def test_run_with_an_unpackable_user_module(data_root, user_module, tmp_path, capsys):
     out = tmp_path / "run"
     code, err = _run(capsys, tiny_opts(data_root, out, **{
-        "VICTIM.MODEL.ARCH": f"{user_module}:SkipNet", "VICTIM.TRAIN.SET_SIZE": "200",
+        "VICTIM.MODEL.ARCH": f"{user_module}:TiedNet", "VICTIM.TRAIN.SET_SIZE": "200",
         "VICTIM.TRAIN.NUM_EPOCHS": "2", "SHADOW.NUM_MODELS": "2",
         "ATTACKER.TRAIN.NUM_EPOCHS": "1", "ATTACKER.TEST.BOOTSTRAP": "0", "NUM_THREADS": "1"}))
     assert code == 0, err
     log = (out / "run.log").read_text()
     said = [line for line in log.splitlines() if "does not train in packs" in line]
-    assert len(said) == 1 and "SkipNet" in said[0] and "one by one" in said[0]
-    assert "SkipNet" in (out / "config.yaml").read_text()
+    assert len(said) == 1 and "TiedNet" in said[0] and "one by one" in said[0]
+    assert "TiedNet" in (out / "config.yaml").read_text()
 
 
 def _tiny_npz(tmp_path, n_train=120, n_test=40):
