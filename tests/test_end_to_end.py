@@ -79,7 +79,7 @@ def test_checkpoints_load_safely_into_the_architectures(tiny_run):
     model.load_state_dict(ckpt["state_dict"])
     assert ckpt["metrics"]["train_size"] == 500 and "VICTIM" in ckpt["config"]
     a = load_checkpoint(tiny_run / "attacker_files" / "attack_model_3" / "checkpoint.pth")
-    FCNet(10, a["layer_dims"]).load_state_dict(a["state_dict"])
+    FCNet(10, a["layer_dims"], a["input_scaling"]).load_state_dict(a["state_dict"])
 
 
 def test_rerun_reuses_every_stage_and_gives_identical_metrics(tiny_run, data_root):
