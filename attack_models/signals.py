@@ -9,6 +9,14 @@ import numpy as np
 _EPS = 1e-30
 
 
+def softmax(logits):
+    """Softmax over the last axis of numpy logits ((n, C) or more axes), in float64 (finer
+    than a float32 softmax where p_y is close to 1)."""
+    z = np.asarray(logits, np.float64)
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
 def true_class_prob(probs, labels):
     """(n,) probability of the true class."""
     return np.asarray(probs, np.float64)[np.arange(len(labels)), labels]

@@ -15,6 +15,7 @@ from attack_models.signals import (
     SIGNALS,
     fit_threshold,
     scaled_logit,
+    softmax,
     top3_sorted,
     true_class_prob,
 )
@@ -49,12 +50,6 @@ class VictimOutputs:
 def _per_view(fn, logits, labels):
     """fn(view's (n, C) logits, labels) -> (n,) on each view: (n, A) float64."""
     return np.stack([fn(logits[:, a], labels) for a in range(logits.shape[1])], 1)
-
-
-def _softmax(z):
-    z = np.asarray(z, np.float64)
-    e = np.exp(z - z.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
 
 
 @dataclass
@@ -101,7 +96,7 @@ def _threshold_method(signal):
         else:
             views = np.concatenate([e["views"] for e in store.values()])
             s = _per_view(signal, views, routes).mean(1)
-            victim_s = _per_view(signal, _softmax(v.view_logits), v.routes).mean(1)
+            victim_s = _per_view(signal, softmax(v.view_logits), v.routes).mean(1)
         thresholds = {k: fit_threshold(s[(routes == k) & member], s[(routes == k) & ~member])
                       for k in ctx.cfg.ATTACKER.TEST.LABELS if (routes == k).any()}
         offset = np.array([thresholds.get(int(k), np.nan) for k in v.routes])
@@ -151,7 +146,7 @@ def _rmia(online):
         rmia = ctx.cfg.ATTACKER.RMIA
         t, p = ev.num_targets, ev.num_pool
         ref = ev.reference.arrays
-        p_true = _per_view(lambda z, y: true_class_prob(_softmax(z), y), v.views(), v.labels)
+        p_true = _per_view(lambda z, y: true_class_prob(softmax(z), y), v.views(), v.labels)
         scores = rmia_scores(p_true[:, 0] if p_true.shape[1] == 1 else p_true,
                              ref["p_true"][:, :t], ref["member"][:, :t], v.pop_p_true,
                              ref["p_true"][:, p:], rmia.OFFLINE_A, rmia.GAMMA, online)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from attack_models.signals import scaled_logit, true_class_prob
+from attack_models.signals import scaled_logit, softmax, true_class_prob
 from datasets import AttackData, ReferenceData
 from engine.checkpoint import TrainCheckpoint, remove_file
 from engine.classifier import label_only_signal, logits, query_logits, released, train_classifiers
@@ -183,13 +183,6 @@ def _reference_outputs(z, p, labels):
     phi = np.stack([scaled_logit(z[:, a], labels) for a in range(z.shape[1])], 1)
     p_true = np.stack([true_class_prob(p[:, a], labels) for a in range(z.shape[1])], 1)
     return (phi[:, 0], p_true[:, 0]) if z.shape[1] == 1 else (phi, p_true)
-
-
-def softmax(z):
-    """Softmax over the last axis of numpy logits ((n, C) or more axes), in float64."""
-    z = np.asarray(z, np.float64)
-    e = np.exp(z - z.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
 
 
 def shadow_workers(cfg, device):
