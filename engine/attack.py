@@ -85,7 +85,8 @@ def fit_attack_models(ctx, x, y, seed_ids, names, columns, in_features=None, val
         model.fit_input(part)
     with torch.no_grad():  # the scalings have no weights to learn: features once
         x = torch.cat([m.scale(part) for m, part in zip(models, rows)])
-        val = val and [(m.scale(torch.as_tensor(vx)), vy) for m, (vx, vy) in zip(models, val)]
+        if val:
+            val = [(m.scale(torch.as_tensor(vx)), vy) for m, (vx, vy) in zip(models, val)]
     pack = build_pack([m.net for m in models], x, name=cfg.ATTACKER.MODEL.ARCH).to(ctx.device)
     idx = torch.arange(len(y), device=ctx.device).view(len(names), -1)
     criterion = get_criterion("attack", cfg.ATTACKER.CRITERION)
