@@ -76,26 +76,26 @@ INPUT_SCALINGS = {"none": nn.Identity, "log": LogPosteriors, "rank": RankFeature
 
 
 class FCNet(nn.Module):
-    """Input scaling, then per hidden width: Linear, BatchNorm1d, ReLU; then Linear to one
-    logit (no sigmoid). Takes raw posteriors; `scale` comes first, then `net`. column:
-    the posterior of the model's own class (the rank scaling's log-odds feature)."""
+    """Input scaling, then `ensemble` networks, each per hidden width: Linear, BatchNorm1d
+    (if batch_norm), ReLU; then Linear to one logit (no sigmoid). The model's logit is the
+    mean of its networks' (differently initialised and shuffled: the mean of a few is
+    steadier at low false-positive rates than any one of them). Takes raw posteriors;
+    `scale` comes first, then `nets`. column: the posterior of the model's own class (the
+    rank scaling's log-odds feature)."""
 
     def __init__(self, in_features=10, layer_dims=(64, 32, 16, 8), input_scaling="none",
-                 column=0):
+                 column=0, batch_norm=True, ensemble=1):
         super().__init__()
         self.input_scaling = input_scaling
         rank = input_scaling == "rank"
         self.scale = RankFeatures(in_features, column) if rank else INPUT_SCALINGS[
             input_scaling]()
-        layers, width = [], in_features + rank
-        for dim in layer_dims:
-            layers += [nn.Linear(width, dim), nn.BatchNorm1d(dim), nn.ReLU()]
-            width = dim
-        layers.append(nn.Linear(width, 1))
-        self.net = nn.Sequential(*layers)
+        self.nets = nn.ModuleList(
+            _mlp(in_features + rank, layer_dims, batch_norm) for _ in range(ensemble))
 
     def forward(self, x):  # (B, in_features) posteriors -> (B, 1) logits
-        return self.net(self.scale(x))
+        z = self.scale(x)
+        return torch.stack([net(z) for net in self.nets]).mean(0)
 
     def fit_input(self, x):
         """Fit the input scaling to the model's training records x (n, in_features) (the
@@ -104,10 +104,20 @@ class FCNet(nn.Module):
             self.scale.fit(x)
 
 
+def _mlp(width, layer_dims, batch_norm):
+    layers = []
+    for dim in layer_dims:
+        layers += [nn.Linear(width, dim), *([nn.BatchNorm1d(dim)] if batch_norm else []),
+                   nn.ReLU()]
+        width = dim
+    return nn.Sequential(*layers, nn.Linear(width, 1))
+
+
 ATTACK_MODELS = {"fcnet": FCNet}
 
 
-def build_attack_model(arch, in_features, layer_dims, input_scaling="none", column=0):
+def build_attack_model(arch, in_features, layer_dims, input_scaling="none", column=0,
+                       batch_norm=True, ensemble=1):
     """A fresh attack model from the registry; raises UsageError naming the valid keys."""
     if arch not in ATTACK_MODELS:
         raise UsageError(f"unknown attack architecture '{arch}'; "
@@ -116,4 +126,5 @@ def build_attack_model(arch, in_features, layer_dims, input_scaling="none", colu
         raise UsageError(f"unknown attack input scaling '{input_scaling}'; "
                          f"allowed: {', '.join(INPUT_SCALINGS)}")
     return ATTACK_MODELS[arch](in_features=in_features, layer_dims=tuple(layer_dims),
-                               input_scaling=input_scaling, column=column)
+                               input_scaling=input_scaling, column=column,
+                               batch_norm=batch_norm, ensemble=ensemble)

@@ -45,6 +45,7 @@ _FOLLOW_VICTIM = {
     "SHADOW.TRAIN.SET_SIZE": ("VICTIM.TRAIN.SET_SIZE", -1),
     "SHADOW.TRAIN.LABEL_SMOOTHING": ("VICTIM.TRAIN.LABEL_SMOOTHING", -1.0),
     "SHADOW.TRAIN.AUGMENT": ("VICTIM.TRAIN.AUGMENT", ""),
+    "SHADOW.TRAIN.MIXUP_ALPHA": ("VICTIM.TRAIN.MIXUP_ALPHA", -1.0),
 }
 # Shadow architecture options that follow the victim's only when the architecture is the
 # victim's (else the architecture's own): shadow key -> (victim key, "as victim" value).
@@ -238,7 +239,8 @@ def _check_recipe(cfg, node, follow):
     for key, low, high, allowed in (
             (f"{node}.OPTIMIZER.WARMUP_EPOCHS", 0, epochs, f"epochs in [0, {epochs}]"),
             (f"{node}.OPTIMIZER.LR_DECAY", 1e-12, 1, "a factor in (0, 1]"),
-            (f"{node}.TRAIN.LABEL_SMOOTHING", 0, 1 - 1e-12, "a number in [0, 1)")):
+            (f"{node}.TRAIN.LABEL_SMOOTHING", 0, 1 - 1e-12, "a number in [0, 1)"),
+            (f"{node}.TRAIN.MIXUP_ALPHA", 0, float("inf"), "a number >= 0 (0: no MixUp)")):
         value = _get(cfg, key)
         sentinel = follow and value == _FOLLOW_VICTIM[key][1]
         _check(sentinel or low <= value <= high, key, value,
@@ -380,7 +382,8 @@ def assert_cfg(cfg):
     _check_positive(cfg, ["VICTIM.TRAIN.NUM_EPOCHS", "VICTIM.TRAIN.BATCH_SIZE",
                           "VICTIM.TRAIN.SET_SIZE", "DATASET.VICTIM_POOL_SIZE",
                           "SHADOW.NUM_MODELS", "ATTACKER.TRAIN.NUM_EPOCHS",
-                          "ATTACKER.TRAIN.BATCH_SIZE", "ATTACKER.TEST.BATCH_SIZE"])
+                          "ATTACKER.TRAIN.BATCH_SIZE", "ATTACKER.TEST.BATCH_SIZE",
+                          "ATTACKER.MODEL.ENSEMBLE"])
     _check_positive(cfg, ["SHADOW.TRAIN.NUM_EPOCHS", "SHADOW.TRAIN.BATCH_SIZE",
                           "SHADOW.TRAIN.SET_SIZE"], follow_ok=True)
     _check_recipe(cfg, "VICTIM", follow=False)
@@ -437,10 +440,12 @@ def assert_cfg(cfg):
         # the DP-SGD trainer runs a plain optimizer and loss (engine/classifier.py)
         for node in ("VICTIM", "SHADOW"):
             for key, plain in (("OPTIMIZER.SCHEDULER", "none"), ("OPTIMIZER.WARMUP_EPOCHS", 0),
-                               ("TRAIN.AUGMENT", "none"), ("TRAIN.LABEL_SMOOTHING", 0)):
+                               ("TRAIN.AUGMENT", "none"), ("TRAIN.LABEL_SMOOTHING", 0),
+                               ("TRAIN.MIXUP_ALPHA", 0)):
                 value = _effective(cfg, f"{node}.{key}")
                 _check(value == plain, f"{node}.{key}", value, f"{plain} with VICTIM.DP "
-                       "(DP-SGD trains without schedules, augmentation or label smoothing)")
+                       "(DP-SGD trains without schedules, augmentation, label smoothing "
+                       "or MixUp)")
     _check(cfg.VICTIM.OUTPUT in OUTPUTS, "VICTIM.OUTPUT", cfg.VICTIM.OUTPUT, ", ".join(OUTPUTS))
     _check(1 <= cfg.VICTIM.OUTPUT_TOPK <= info.num_classes, "VICTIM.OUTPUT_TOPK",
            cfg.VICTIM.OUTPUT_TOPK, f"1 .. {info.num_classes} (the classes of {cfg.DATASET.NAME})")

@@ -120,6 +120,10 @@ _C.VICTIM.TRAIN.LABEL_SMOOTHING = 0.0
 # pack); allowed: none, flip (random horizontal flips), flip_crop (random 32x32 crop of the
 # image padded by 4 reflected pixels, plus flip). Images only.
 _C.VICTIM.TRAIN.AUGMENT = "none"
+# MixUp (Zhang et al. 2018, a defense): each record trained on as lam * itself + (1 - lam)
+# * a random partner of the same training set, lam ~ Beta(alpha, alpha) per record, the
+# loss mixed alike; 0.0: none. Not with VICTIM.DP.
+_C.VICTIM.TRAIN.MIXUP_ALPHA = 0.0
 # Records the victim trains on, drawn class-balanced from the victim pool
 # (at most DATASET.VICTIM_POOL_SIZE); the paper's CIFAR-10 sizes: 2500 ... 15000.
 _C.VICTIM.TRAIN.SET_SIZE = 15000
@@ -189,6 +193,7 @@ _C.SHADOW.TRAIN.BATCH_SIZE = -1
 # Label smoothing and augmentation (as VICTIM.TRAIN.*); -1 or empty: as VICTIM.
 _C.SHADOW.TRAIN.LABEL_SMOOTHING = -1.0
 _C.SHADOW.TRAIN.AUGMENT = ""
+_C.SHADOW.TRAIN.MIXUP_ALPHA = -1.0
 # Folder for per-shadow metrics (and checkpoints); empty: OUTPUT_DIR/shadow_files.
 _C.SHADOW.TRAIN.CHECKPOINT_DIR = ""
 # Records each shadow draws from each pool half (train "in" and test "out");
@@ -243,6 +248,12 @@ _C.ATTACKER.MODEL.LAYER_DIMS = [64, 64]
 # ([log-odds of the model's own class, posteriors], each through its empirical CDF over
 # the model's training records, as a tree ensemble sees them).
 _C.ATTACKER.MODEL.INPUT_SCALING = "rank"
+# True: a BatchNorm1d after each hidden Linear of fcnet (the original's; without it the
+# attack is as strong and twice as fast, docs/attack_models.md).
+_C.ATTACKER.MODEL.BATCH_NORM = False
+# Networks per attack model, differently initialised and shuffled, trained as one pack;
+# the model's logit is the mean of theirs (1: the original's single network).
+_C.ATTACKER.MODEL.ENSEMBLE = 5
 _C.ATTACKER.OPTIMIZER = CN()
 # Optimizer name, learning rate, weight decay, Adam betas, SGD momentum (the original:
 # lr 1e-4, weight decay 5e-4, which 5 epochs leave far from trained).

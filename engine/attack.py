@@ -43,7 +43,7 @@ def build_attack(cfg, in_features=None, column=0):
     column: the input column of the model's own class."""
     m = cfg.ATTACKER.MODEL
     return build_attack_model(m.ARCH, in_features or cfg.VICTIM.NUM_CLASSES, m.LAYER_DIMS,
-                              m.INPUT_SCALING, column)
+                              m.INPUT_SCALING, column, m.BATCH_NORM, m.ENSEMBLE)
 
 
 def load_attack_models(cfg, folder, fp=None):
@@ -69,16 +69,18 @@ def load_attack_models(cfg, folder, fp=None):
 
 
 def fit_attack_models(ctx, x, y, seed_ids, names, columns, in_features=None, val=None):
-    """Train one ATTACKER.MODEL per name with the ATTACKER recipe: member j on its equal
+    """Train one ATTACKER.MODEL per name with the ATTACKER recipe: model j on its equal
     share of the rows of x ((len(names) * n, F) float32 posteriors) and y ((..,) 1/0),
     initialised from seed_ids[j], its own class in input column columns[j]. Each model's
-    input scaling is fitted to its rows and applied once; the networks behind it train as
-    one pack. val: per member an (x_j, y_j) pair of held-out rows; each member then ends
-    with its weights from the epoch of lowest mean loss on them. Returns the trained
-    models (eval mode, on ctx.device)."""
+    input scaling is fitted to its rows and applied once; the networks behind it (its
+    ATTACKER.MODEL.ENSEMBLE of them, each shuffled by its own seed) train as one pack.
+    val: per model an (x_j, y_j) pair of held-out rows; each network then ends with its
+    weights from the epoch of lowest mean loss on them. Returns the trained models (eval
+    mode, on ctx.device)."""
     cfg = ctx.cfg
     seeds = [derive_seed(cfg.RNG_SEED, ROLE_ATTACK, i) for i in seed_ids]
     models = _attack_models(cfg, seeds, columns, in_features)
+    size = len(models[0].nets)
     x = torch.as_tensor(x)
     rows = x.view(len(names), -1, x.shape[1])
     for model, part in zip(models, rows):
@@ -86,15 +88,22 @@ def fit_attack_models(ctx, x, y, seed_ids, names, columns, in_features=None, val
     with torch.no_grad():  # the scalings have no weights to learn: features once
         x = torch.cat([m.scale(part) for m, part in zip(models, rows)])
         if val:
-            val = [(m.scale(torch.as_tensor(vx)), vy) for m, (vx, vy) in zip(models, val)]
-    pack = build_pack([m.net for m in models], x, name=cfg.ATTACKER.MODEL.ARCH).to(ctx.device)
+            val = [(m.scale(torch.as_tensor(vx)), vy) for m, (vx, vy) in zip(models, val)
+                   for _ in range(size)]
+    nets = [net for m in models for net in m.nets]
+    # network e of a model: the model's seed for e = 0 (one network: as before ensembles)
+    net_seeds = [s if e == 0 else derive_seed(s, ROLE_ATTACK, e) for s in seeds
+                 for e in range(size)]
+    net_names = [name if size == 1 else f"{name}.{e}" for name in names for e in range(size)]
+    pack = build_pack(nets, x, name=cfg.ATTACKER.MODEL.ARCH).to(ctx.device)
     idx = torch.arange(len(y), device=ctx.device).view(len(names), -1)
+    idx = idx.repeat_interleave(size, 0)  # a model's networks share its rows
     criterion = get_criterion("attack", cfg.ATTACKER.CRITERION)
     best = _BestEpoch(pack, val, criterion, ctx.device) if val else None
 
     def on_epoch(epoch, losses):
-        val_losses = best.update(epoch) if best else [None] * len(names)
-        for name, loss, val_loss in zip(names, losses.tolist(), val_losses):
+        val_losses = best.update(epoch) if best else [None] * len(nets)
+        for name, loss, val_loss in zip(net_names, losses.tolist(), val_losses):
             ctx.tsv.row(stage="attack", model=name, epoch=epoch + 1, loss=loss)
             if val_loss is not None:
                 ctx.tsv.row(stage="attack", model=name, epoch=epoch + 1, metric="val_loss",
@@ -103,14 +112,14 @@ def fit_attack_models(ctx, x, y, seed_ids, names, columns, in_features=None, val
     fit(pack, x.to(ctx.device), torch.as_tensor(y).to(ctx.device), idx,
         epochs=cfg.ATTACKER.TRAIN.NUM_EPOCHS, batch_size=cfg.ATTACKER.TRAIN.BATCH_SIZE,
         optimizer=build_optimizer(pack.parameters(), cfg.ATTACKER.OPTIMIZER, ctx.device),
-        criterion=criterion, seeds=seeds,
-        desc=f"train {names[0]}" + ("+" if len(names) > 1 else ""), on_epoch=on_epoch,
+        criterion=criterion, seeds=net_seeds,
+        desc=f"train {names[0]}" + ("+" if len(nets) > 1 else ""), on_epoch=on_epoch,
         step_graph=cuda_step_graph(cfg.CUDA_GRAPHS, ctx.device))
     if best is not None:
         ctx.log.info("attack models: epoch of lowest validation loss %s",
-                     dict(zip(names, best.epochs)))
-    for model, state in zip(models, best.states if best else pack.member_state_dicts()):
-        model.net.load_state_dict(state)
+                     dict(zip(net_names, best.epochs)))
+    for net, state in zip(nets, best.states if best else pack.member_state_dicts()):
+        net.load_state_dict(state)
     return [model.to(ctx.device).eval() for model in models]
 
 
@@ -195,7 +204,9 @@ def run_attack_training(ctx, attack_data):
     for k, state in train_attack_models(ctx, attack_data).items():
         save_checkpoint(attack_model_path(folder, k), state, arch=cfg.ATTACKER.MODEL.ARCH,
                         layer_dims=list(cfg.ATTACKER.MODEL.LAYER_DIMS),
-                        input_scaling=cfg.ATTACKER.MODEL.INPUT_SCALING, victim_class=k,
+                        input_scaling=cfg.ATTACKER.MODEL.INPUT_SCALING,
+                        batch_norm=cfg.ATTACKER.MODEL.BATCH_NORM,
+                        ensemble=cfg.ATTACKER.MODEL.ENSEMBLE, victim_class=k,
                         fingerprint=fp, config=cfg.dump())
     return load_attack_models(cfg, folder, fp)
 

@@ -24,7 +24,8 @@ class TrainCheckpoint:
     def restore(self, pack, recipe, gens):
         """Load the saved state into pack, recipe (engine/recipe.py: optimizer, scheduler)
         and the (K,) generators; return (epochs done, the next epoch's plan: (K, n) int64
-        shuffles, or (K, n, 4) with augmentation draws), or None when there is none to use."""
+        shuffles, or (K, n, 1 + draws) with augmentation or MixUp draws), or None when
+        there is none to use."""
         if not os.path.exists(self.path):
             return None
         log = logging.getLogger("mia")

@@ -111,6 +111,42 @@ def _reflect(t, size):
     return torch.where(t > size - 1, 2 * (size - 1) - t, t)
 
 
+class MixUp:
+    """MixUp (Zhang et al. 2018): each record is trained on as lam * itself + (1 - lam) *
+    a partner, with the loss lam * loss(its label) + (1 - lam) * loss(the partner's), lam
+    ~ Beta(alpha, alpha). Drawn per record from the member's own generator after its
+    shuffle (and augmentation draws): the partner is a uniformly drawn record of the same
+    member's training set (what an in-batch permutation of a random batch amounts to), and
+    lam, one per record, is stored in the plan as an integer in units of 2**-24."""
+
+    NUM_DRAWS = 2  # partner position in the training set, lam * 2**24
+    SCALE = 2 ** 24
+
+    def __init__(self, alpha):
+        self.alpha = alpha
+
+    def draw(self, gen, n):
+        """(n, 2) int64 draws for n records, from the CPU generator gen."""
+        partner = torch.randint(n, (n, 1), generator=gen)
+        seed = int(torch.randint(2 ** 62, (1,), generator=gen))
+        with torch.random.fork_rng(devices=[]):  # Beta sampling takes no generator
+            torch.manual_seed(seed)
+            lam = torch.distributions.Beta(self.alpha, self.alpha).sample((n, 1))
+        return torch.cat([partner, (lam.double() * self.SCALE).round().long()], 1)
+
+    def mix(self, x, xp, draws):
+        """lam * x + (1 - lam) * xp for x, xp (K, B, ...) and draws (K, B, 2); returns
+        (mixed, (K, B) lam)."""
+        lam = draws[..., 1].to(x.dtype) / self.SCALE
+        w = lam.view(*lam.shape, *[1] * (x.dim() - 2))
+        return w * x + (1 - w) * xp, lam
+
+
+def build_mixup(alpha):
+    """The MixUp of TRAIN.MIXUP_ALPHA, or None for 0."""
+    return MixUp(alpha) if alpha > 0 else None
+
+
 AUGMENTS = {"none": None, "flip": Augment, "flip_crop": Augment}
 
 
@@ -130,6 +166,14 @@ class Recipe:
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     # random flips/crops of each batch; None: the records as they are
     augment: Augment | None = None
+    # MixUp of each record with a partner; None: none
+    mixup: MixUp | None = None
+
+    @property
+    def draws(self):
+        """Per record, the augmentation draws then the MixUp draws: their number."""
+        return ((self.augment.NUM_DRAWS if self.augment else 0)
+                + (self.mixup.NUM_DRAWS if self.mixup else 0))
 
     def state_dict(self):
         return {"optimizer": self.optimizer.state_dict(),
@@ -151,4 +195,4 @@ def build_recipe(node, params, device, steps_per_epoch):
     return Recipe(optimizer, criterion,
                   build_scheduler(optimizer, node.OPTIMIZER, steps_per_epoch,
                                   node.TRAIN.NUM_EPOCHS),
-                  build_augment(node.TRAIN.AUGMENT))
+                  build_augment(node.TRAIN.AUGMENT), build_mixup(node.TRAIN.MIXUP_ALPHA))

@@ -1,9 +1,9 @@
 """The generic trainer: fit a pack of K models, each on its own records, and predict.
 
 Inputs stay whole on the device; a mini-batch is an index slice that the pack gathers
-in its own layout (ModelPack.forward), or that the recipe's augmentation gathers first.
-Each member draws its own shuffles (and augmentations) from its own generator, so a
-member trained in a pack sees exactly the batches it would see alone.
+in its own layout (ModelPack.forward), or that the recipe's augmentation or MixUp gathers
+first. Each member draws its own shuffles (and augmentations, MixUp partners) from its own
+generator, so a member trained in a pack sees exactly the batches it would see alone.
 """
 
 import logging
@@ -179,7 +179,7 @@ def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, seeds, desc, re
     shuffle; an empty draw (probability (1 - q)^n) skips its step.
     """
     recipe = recipe or Recipe(optimizer, criterion)
-    optimizer, augment, scheduler = recipe.optimizer, recipe.augment, recipe.scheduler
+    optimizer, scheduler = recipe.optimizer, recipe.scheduler
     k, n = train_idx.shape
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     steps = math.ceil(n / batch_size)
@@ -187,18 +187,25 @@ def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, seeds, desc, re
     total = torch.zeros(k, device=train_idx.device)
 
     def step(batch):
-        # batch: (K, B) record indices, or (K, B, 1 + Augment.NUM_DRAWS) with the draws
-        idx = batch if augment is None else batch[..., 0]
+        # batch: (K, B) record indices, or (K, B, 1 + draws) with the recipe's draws
+        # (augmentation, then MixUp: the partner's record index and lam)
+        idx = batch if batch.dim() == 2 else batch[..., 0]
         # one cast per weight per forward: the autocast cache would only hold memory
         # (and a captured graph must not rely on it)
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp,
                             cache_enabled=False):
-            if augment is None:
+            if batch.dim() == 2:
                 logits = pack(inputs, idx)
             else:
-                x = augment.apply(inputs, idx, batch[..., 1:]).flatten(0, 1)
-                logits = pack(x, torch.arange(x.shape[0], device=x.device).view(idx.shape))
-        losses = recipe.criterion(logits.float().flatten(0, 1), targets[idx].flatten())
+                x, lam, partner = _batch_inputs(recipe, inputs, batch)
+                logits = pack(x.flatten(0, 1),
+                              torch.arange(idx.numel(), device=x.device).view(idx.shape))
+        logits = logits.float().flatten(0, 1)
+        losses = recipe.criterion(logits, targets[idx].flatten())
+        if recipe.mixup is not None:
+            lam = lam.float().flatten()
+            losses = lam * losses + (1 - lam) * recipe.criterion(
+                logits, targets[partner].flatten())
         member_loss = losses.view(k, -1).mean(1)
         optimizer.zero_grad(set_to_none=True)
         member_loss.sum().backward()
@@ -211,11 +218,11 @@ def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, seeds, desc, re
     full = step_graph(step, optimizer) if graphable else step
     pack.train()
     resumed = checkpoint.restore(pack, recipe, gens) if checkpoint else None
-    first, plan = resumed or (0, _epoch_plan(gens, n, augment))
+    first, plan = resumed or (0, _epoch_plan(gens, n, recipe))
     bar = tqdm(range(first, epochs), desc=desc, unit="epoch", leave=False, dynamic_ncols=True,
                initial=first, total=epochs)
     for epoch in bar:
-        order = _order(train_idx, plan.to(train_idx.device))
+        order = _order(train_idx, plan.to(train_idx.device), recipe)
         total.zero_()
         for s in range(steps):
             if stop is not None and stop.is_set():
@@ -227,7 +234,7 @@ def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, seeds, desc, re
                     continue
             (full if batch.shape[1] == batch_size else step)(batch)
         if epoch + 1 < epochs:  # drawn while the device finishes the epoch
-            plan = _epoch_plan(gens, n, augment)
+            plan = _epoch_plan(gens, n, recipe)
         epoch_loss = (total / n).cpu()  # one host sync per epoch
         if not torch.isfinite(epoch_loss).all():
             raise RunError(f"{desc}: training diverged at epoch {epoch + 1} "
@@ -240,23 +247,50 @@ def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, seeds, desc, re
     return pack
 
 
-def _epoch_plan(gens, n, augment):
+def _batch_inputs(recipe, inputs, batch):
+    """A batch's records as the recipe trains on them: batch (K, B, 1 + draws) ->
+    ((K, B, ...) inputs, (K, B) MixUp lam or None, (K, B) partner indices or None)."""
+    idx, draws = batch[..., 0], batch[..., 1:]
+    augment, mixup = recipe.augment, recipe.mixup
+    a = augment.NUM_DRAWS if augment else 0
+    x = augment.apply(inputs, idx, draws[..., :a]) if augment else inputs[idx]
+    if mixup is None:
+        return x, None, None
+    partner = draws[..., a]  # a record index (_order mapped it), then lam
+    xp = augment.apply(inputs, partner, draws[..., :a]) if augment else inputs[partner]
+    x, lam = mixup.mix(x, xp, draws[..., a:])
+    return x, lam, partner
+
+
+def _epoch_plan(gens, n, recipe=None):
     """(K, n) int64: one permutation of range(n) per member, from its own generator; with
-    `augment`, (K, n, 1 + Augment.NUM_DRAWS): each permutation's record draws follow it,
-    from the same generator."""
+    a recipe that draws (augmentation, MixUp), (K, n, 1 + recipe.draws): each
+    permutation's record draws follow it, from the same generator."""
     rows = []
     for gen in gens:
         perm = torch.randperm(n, generator=gen)
-        rows.append(perm if augment is None else torch.cat([perm[:, None],
-                                                             augment.draw(gen, n)], 1))
+        if recipe is None or not recipe.draws:
+            rows.append(perm)
+            continue
+        cols = [perm[:, None]]
+        if recipe.augment:
+            cols.append(recipe.augment.draw(gen, n))
+        if recipe.mixup:
+            cols.append(recipe.mixup.draw(gen, n))
+        rows.append(torch.cat(cols, 1))
     return torch.stack(rows)
 
 
-def _order(train_idx, plan):
-    """The epoch's record indices (K, n), with the plan's draws beside them if it has any."""
+def _order(train_idx, plan, recipe=None):
+    """The epoch's record indices (K, n), with the plan's draws beside them if it has any
+    (a MixUp partner's position in the training set mapped to its record index)."""
     if plan.dim() == 2:
         return train_idx.gather(1, plan)
-    return torch.cat([train_idx.gather(1, plan[..., 0])[..., None], plan[..., 1:]], -1)
+    out = torch.cat([train_idx.gather(1, plan[..., 0])[..., None], plan[..., 1:]], -1)
+    if recipe is not None and recipe.mixup is not None:
+        col = 1 + (recipe.augment.NUM_DRAWS if recipe.augment else 0)
+        out[..., col] = train_idx.gather(1, plan[..., col])
+    return out
 
 
 def _poisson_batch(train_idx, gen, batch_size):

@@ -40,7 +40,7 @@ def _attack_data(gap=3.0, seed=0):
 def _ctx(*opts, rows=None):
     cfg, _ = build_cfg("", ["OUTPUT_DIR", "/tmp/unused", "ATTACKER.MODEL.LAYER_DIMS", "[16, 8]",
                             "ATTACKER.TRAIN.NUM_EPOCHS", "6", "ATTACKER.OPTIMIZER.ALPHA", "0.01",
-                            *opts])
+                            "ATTACKER.MODEL.ENSEMBLE", "1", *opts])
     tsv = SimpleNamespace(row=lambda **kw: rows.append(kw) if rows is not None else None)
     return SimpleNamespace(cfg=cfg, device=torch.device("cpu"), tsv=tsv,
                            log=logging.getLogger("mia"))
@@ -58,7 +58,9 @@ def test_log_scaled_models_train_in_a_pack_on_log_posteriors(monkeypatch):
     fit = engine.attack.fit
     monkeypatch.setattr(engine.attack, "fit", lambda pack, x, y, idx, **kw: (
         seen.append((pack, x)), fit(pack, x, y, idx, **kw))[1])
-    ctx = _ctx("ATTACKER.MODEL.INPUT_SCALING", "log", "ATTACKER.TRAIN.VAL_SHADOWS", "0")
+    # log posteriors are unnormalised (about -20 .. 0): BatchNorm evens them out
+    ctx = _ctx("ATTACKER.MODEL.INPUT_SCALING", "log", "ATTACKER.TRAIN.VAL_SHADOWS", "0",
+               "ATTACKER.MODEL.BATCH_NORM", "True")
     state = train_attack_models(ctx, data)[0]
     pack, x = seen[0]
     assert isinstance(pack, ModelPack)  # the networks behind the scaling, as one pack
@@ -71,11 +73,48 @@ def test_log_scaled_models_train_in_a_pack_on_log_posteriors(monkeypatch):
 def test_fcnet_scales_its_input_as_its_pack_was_trained():
     model = FCNet(C, [8], "log").eval()
     x = torch.softmax(torch.randn(5, C) * 20, 1)
-    assert torch.equal(model(x), model.net(torch.log(torch.clamp(x, min=1e-30))))
+    assert torch.equal(model(x), model.nets[0](torch.log(torch.clamp(x, min=1e-30))))
     plain = FCNet(C, [8]).eval()  # the original: posteriors as they are
-    assert torch.equal(plain(x), plain.net(x))
+    assert torch.equal(plain(x), plain.nets[0](x))
     with pytest.raises(UsageError, match="input scaling 'sqrt'; allowed: none, log, rank"):
         build_attack_model("fcnet", C, [8], "sqrt")
+
+
+def test_batch_norm_is_the_originals_option_and_off_by_default():
+    kinds = lambda m: {type(layer).__name__ for net in m.nets for layer in net}  # noqa: E731
+    assert "BatchNorm1d" in kinds(FCNet(C, [8], batch_norm=True))
+    default = build_attack(build_cfg("", [])[0])
+    assert kinds(default) == {"Linear", "ReLU"}
+    assert len(default.nets) == 5  # the default ensemble
+
+
+def test_an_ensembles_networks_train_as_one_pack_on_their_models_rows_and_are_averaged(
+        monkeypatch):
+    data, rows, seen = _attack_data(), [], []
+    fit = engine.attack.fit
+    monkeypatch.setattr(engine.attack, "fit", lambda pack, x, y, idx, **kw: (
+        seen.append((pack, idx, kw["seeds"])), fit(pack, x, y, idx, **kw))[1])
+    ctx = _ctx("ATTACKER.MODEL.ENSEMBLE", "3", "ATTACKER.TRAIN.VAL_SHADOWS", "1", rows=rows)
+    states = train_attack_models(ctx, data)
+    pack, idx, seeds = seen[0]
+    assert isinstance(pack, ModelPack) and idx.shape[0] == 3 * C
+    for k in range(C):  # a model's three networks: the same rows, their own shuffles
+        assert torch.equal(idx[3 * k], idx[3 * k + 1]) and torch.equal(idx[3 * k], idx[3 * k + 2])
+    assert len(set(seeds)) == 3 * C
+    names = {r["model"] for r in rows if r.get("metric") == "val_loss"}
+    assert names == {f"attack_model_{k}.{e}" for k in range(C) for e in range(3)}
+    model = build_attack(ctx.cfg)
+    model.load_state_dict(states[4])
+    model.eval()
+    w = [net[0].weight for net in model.nets]
+    assert not torch.equal(w[0], w[1]) and not torch.equal(w[1], w[2])
+    x = torch.as_tensor(data.store[4]["data"])
+    with torch.no_grad():  # the model's logit: the mean of its networks'
+        z = model.scale(x)
+        torch.testing.assert_close(model(x), sum(net(z) for net in model.nets) / 3)
+    assert auc_score(data.store[4]["labels"], model(x)[:, 0].detach().numpy()) > 0.9
+    with pytest.raises(UsageError, match="ATTACKER.MODEL.ENSEMBLE"):
+        build_cfg("", ["ATTACKER.MODEL.ENSEMBLE", "0"])
 
 
 def test_rank_features_are_each_features_empirical_cdf_over_the_training_records():
@@ -168,6 +207,7 @@ def test_original_attack_preset_restores_the_original_recipe():
     assert (a.MODEL.LAYER_DIMS, a.MODEL.INPUT_SCALING) == ([64, 32, 16, 8], "none")
     assert (a.OPTIMIZER.NAME, a.OPTIMIZER.ALPHA, a.OPTIMIZER.GAMMA) == ("adam", 1e-4, 5e-4)
     assert (a.TRAIN.NUM_EPOCHS, a.TRAIN.BATCH_SIZE, a.TRAIN.VAL_SHADOWS) == (5, 64, 0)
+    assert (a.MODEL.BATCH_NORM, a.MODEL.ENSEMBLE) == (True, 1)
 
 
 @pytest.mark.parametrize("routing", ["label", "argmax"])

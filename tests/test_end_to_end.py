@@ -79,7 +79,8 @@ def test_checkpoints_load_safely_into_the_architectures(tiny_run):
     model.load_state_dict(ckpt["state_dict"])
     assert ckpt["metrics"]["train_size"] == 500 and "VICTIM" in ckpt["config"]
     a = load_checkpoint(tiny_run / "attacker_files" / "attack_model_3" / "checkpoint.pth")
-    FCNet(10, a["layer_dims"], a["input_scaling"]).load_state_dict(a["state_dict"])
+    FCNet(10, a["layer_dims"], a["input_scaling"], batch_norm=a["batch_norm"],
+          ensemble=a["ensemble"]).load_state_dict(a["state_dict"])
 
 
 def test_rerun_reuses_every_stage_and_gives_identical_metrics(tiny_run, data_root):
@@ -136,7 +137,8 @@ def test_changed_attack_settings_retrain_only_the_attack_models(tiny_run, data_r
     assert run_attack.main(tiny_opts(data_root, out, **{"ATTACKER.TRAIN.NUM_EPOCHS": "3"})) == 0
     added = (out / "attack.log.tsv").read_text()[len(before):]
     assert "train\tshadow_" not in added and "train\tvictim" not in added
-    assert "attack\tattack_model_0\t3\t" in added and "attack\tattack_model_0\t4\t" not in added
+    # network 0 of class 0's ensemble
+    assert "attack\tattack_model_0.0\t3\t" in added and "attack\tattack_model_0.0\t4\t" not in added
     ckpt = load_checkpoint(out / "attacker_files" / "attack_model_0" / "checkpoint.pth")
     assert ckpt["fingerprint"]["ATTACKER.TRAIN.NUM_EPOCHS"] == 3
     assert ckpt["fingerprint"]["SHADOW.TRAIN.NUM_EPOCHS"] == 15

@@ -1,5 +1,5 @@
-"""Training recipes (engine/recipe.py): schedules, Nesterov momentum, label smoothing and
-augmentation do what they say, a pack with them equals its members trained alone (float64),
+"""Training recipes (engine/recipe.py): schedules, Nesterov momentum, label smoothing,
+augmentation and MixUp do what they say, a pack with them equals its members trained alone (float64),
 and an interrupted training with them resumes to the same weights."""
 
 import math
@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from configs.config import build_cfg
 from engine.checkpoint import TrainCheckpoint
 from engine.pack import ChannelPack, ModelPack, build_pack
-from engine.recipe import AUGMENTS, CROP_PAD, SCHEDULES, Augment, Schedule, build_recipe
+from engine.recipe import (AUGMENTS, CROP_PAD, SCHEDULES, Augment, MixUp, Recipe, Schedule,
+                           build_recipe)
 from engine.trainer import fit, seeded_models
 from utils.optim_names import AUGMENT_NAMES, SCHEDULER_NAMES
 from victims import build_model
@@ -110,6 +111,47 @@ def test_augment_flips_and_crops_as_reflect_padding_then_slicing():
         assert (draws[..., 1:] != pad).any()  # and some shifted
 
 
+def test_mixup_draws_beta_weights_and_partners_from_the_members_generator():
+    mix = MixUp(0.4)
+    draws = mix.draw(torch.Generator().manual_seed(1), 20000)
+    assert torch.equal(draws, mix.draw(torch.Generator().manual_seed(1), 20000))
+    partner, lam = draws[:, 0], draws[:, 1].double() / MixUp.SCALE
+    assert partner.min() >= 0 and partner.max() < 20000 and partner.unique().numel() > 12000
+    # Beta(a, a): mean 1/2, variance 1 / (4 (2a + 1)); most mass near 0 and 1 for a < 1
+    assert abs(lam.mean() - 0.5) < 0.01 and abs(lam.var() - 1 / (4 * 1.8)) < 0.005
+    assert (lam < 0.1).float().mean() > 0.2
+
+
+def test_mixup_trains_on_mixed_records_and_mixes_the_losses_alike():
+    # one full-batch SGD step (lr 1) of a linear model: its weights move by minus the
+    # gradient of mean(lam * CE(f(x_mix), y) + (1 - lam) * CE(f(x_mix), y_partner))
+    torch.manual_seed(0)
+    n, seed = 12, 3
+    x, y = torch.randn(n, 5, dtype=torch.float64), torch.randint(0, 3, (n,))
+    idx = torch.arange(n)[None]
+    model = torch.nn.Linear(5, 3).double()
+    w0, b0 = model.weight.detach().clone(), model.bias.detach().clone()
+    pack = build_pack([model], x)
+    mix = MixUp(0.5)
+    recipe = Recipe(torch.optim.SGD(pack.parameters(), lr=1.0),
+                    lambda out, t: F.cross_entropy(out, t, reduction="none"), mixup=mix)
+    fit(pack, x, y, idx, epochs=1, batch_size=n, recipe=recipe, seeds=[seed], desc="t")
+    gen = torch.Generator().manual_seed(seed)  # the member's draws, as the plan takes them
+    order = torch.randperm(n, generator=gen)
+    draws = mix.draw(gen, n)
+    partner, lam = draws[:, 0], draws[:, 1].double() / MixUp.SCALE
+    xs, ys = x[order], y[order]
+    mixed = lam[:, None] * xs + (1 - lam[:, None]) * x[partner]
+    w, b = w0.clone().requires_grad_(), b0.clone().requires_grad_()
+    out = mixed @ w.t() + b
+    loss = (lam * F.cross_entropy(out, ys, reduction="none")
+            + (1 - lam) * F.cross_entropy(out, y[partner], reduction="none")).mean()
+    loss.backward()
+    state = pack.member_state_dicts()[0]
+    torch.testing.assert_close(state["weight"], w0 - w.grad)
+    torch.testing.assert_close(state["bias"], b0 - b.grad)
+
+
 def _train_pack(arch_build, x, y, idx, seeds, opts, epochs=2, batch=8, checkpoint=None,
                 on_epoch=None):
     node = _node(*opts, epochs=epochs, batch=batch)
@@ -125,7 +167,7 @@ _MODERN = ["VICTIM.OPTIMIZER.NAME", "sgd", "VICTIM.OPTIMIZER.ALPHA", "0.05",
            "VICTIM.OPTIMIZER.MOMENTUM", "0.9", "VICTIM.OPTIMIZER.NESTEROV", "True",
            "VICTIM.OPTIMIZER.GAMMA", "5e-4", "VICTIM.OPTIMIZER.SCHEDULER", "onecycle",
            "VICTIM.OPTIMIZER.WARMUP_EPOCHS", "1", "VICTIM.TRAIN.LABEL_SMOOTHING", "0.1",
-           "VICTIM.TRAIN.AUGMENT", "flip_crop"]
+           "VICTIM.TRAIN.AUGMENT", "flip_crop", "VICTIM.TRAIN.MIXUP_ALPHA", "0.4"]
 
 
 @pytest.mark.parametrize("arch,form", [("simplecnn", ModelPack), ("resnet18", ChannelPack)])
@@ -181,7 +223,7 @@ def test_resume_with_schedule_and_augmentation_equals_uninterrupted(tmp_path):
         run("cut", kill_after=3)  # saved after epochs 1 and 2
     saved = torch.load(tmp_path / "cut" / "inflight.pth", weights_only=True)
     assert saved["epoch"] == 2 and saved["scheduler"]["last_epoch"] == 2 * 5
-    assert saved["perms"].shape == (2, 40, 1 + Augment.NUM_DRAWS)
+    assert saved["perms"].shape == (2, 40, 1 + Augment.NUM_DRAWS + MixUp.NUM_DRAWS)
     resumed, resumed_recipe = run("cut")
     a, b = resumed.state_dict(), whole.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bitwise

@@ -102,7 +102,7 @@ def reference(reference_run):
     ("during the first shadow pack", _tsv_has("train\tshadow_000\t3\t")),
     ("between shadow packs", _shadows_saved(2)),
     ("during the second shadow pack", _tsv_has("train\tshadow_002\t4\t")),
-    ("during attack training", _tsv_has("attack\tattack_model_0\t5\t")),
+    ("during attack training", _tsv_has("attack\tattack_model_0.0\t5\t")),
 ])
 def test_sigkill_then_rerun_equals_uninterrupted(point, ready, reference, data_root, tmp_path):
     out = tmp_path / "run"
