@@ -46,6 +46,8 @@ _FOLLOW_VICTIM = {
     "SHADOW.TRAIN.LABEL_SMOOTHING": ("VICTIM.TRAIN.LABEL_SMOOTHING", -1.0),
     "SHADOW.TRAIN.AUGMENT": ("VICTIM.TRAIN.AUGMENT", ""),
     "SHADOW.TRAIN.MIXUP_ALPHA": ("VICTIM.TRAIN.MIXUP_ALPHA", -1.0),
+    "SHADOW.TRAIN.EARLY_STOP_PATIENCE": ("VICTIM.TRAIN.EARLY_STOP_PATIENCE", -1),
+    "SHADOW.TRAIN.EARLY_STOP_RECORDS": ("VICTIM.TRAIN.EARLY_STOP_RECORDS", -1),
 }
 # Shadow architecture options that follow the victim's only when the architecture is the
 # victim's (else the architecture's own): shadow key -> (victim key, "as victim" value).
@@ -362,6 +364,22 @@ def _check_sizes(cfg, num_train, num_test, members=0):
         _check(filler + population <= train - pool, "ATTACKER.RMIA.NUM_POPULATION", population,
                f"1 .. {train - pool - filler} (random_half shadows take {filler} of the "
                f"{train - pool}-record shadow pool besides the {targets} evaluated records)")
+    # early stopping's held-out records: from the pool outside the model's training set
+    for node, spare, where in (
+            ("VICTIM", pool - victim_size, f"DATASET.VICTIM_POOL_SIZE {pool} less "
+                                           f"VICTIM.TRAIN.SET_SIZE {victim_size}"),
+            ("SHADOW", half - shadow_size, f"the shadow pool half of {half} less "
+                                           f"SHADOW.TRAIN.SET_SIZE {shadow_size}")):
+        if _effective(cfg, f"{node}.TRAIN.EARLY_STOP_PATIENCE") > 0:
+            _check(node == "VICTIM" or cfg.SHADOW.SAMPLING == "disjoint",
+                   "SHADOW.TRAIN.EARLY_STOP_PATIENCE", _effective(
+                       cfg, "SHADOW.TRAIN.EARLY_STOP_PATIENCE"),
+                   "0 with SHADOW.SAMPLING random_half (every pool record is a target or "
+                   "trained on: none is left to hold out)")
+            key = f"{node}.TRAIN.EARLY_STOP_RECORDS"
+            _check(_effective(cfg, key) <= spare, key, _effective(cfg, key),
+                   f"1 .. {spare} (held-out records come from {where})" if spare > 0 else
+                   f"none: {where} leaves no record to hold out")
 
 
 def assert_cfg(cfg):
@@ -383,9 +401,12 @@ def assert_cfg(cfg):
                           "VICTIM.TRAIN.SET_SIZE", "DATASET.VICTIM_POOL_SIZE",
                           "SHADOW.NUM_MODELS", "ATTACKER.TRAIN.NUM_EPOCHS",
                           "ATTACKER.TRAIN.BATCH_SIZE", "ATTACKER.TEST.BATCH_SIZE",
-                          "ATTACKER.MODEL.ENSEMBLE"])
+                          "ATTACKER.MODEL.ENSEMBLE", "VICTIM.TRAIN.EARLY_STOP_RECORDS"])
+    _check_positive(cfg, ["VICTIM.TRAIN.EARLY_STOP_PATIENCE"], strict=False)
+    _check_positive(cfg, ["SHADOW.TRAIN.EARLY_STOP_PATIENCE"], follow_ok=True, strict=False)
     _check_positive(cfg, ["SHADOW.TRAIN.NUM_EPOCHS", "SHADOW.TRAIN.BATCH_SIZE",
-                          "SHADOW.TRAIN.SET_SIZE"], follow_ok=True)
+                          "SHADOW.TRAIN.SET_SIZE", "SHADOW.TRAIN.EARLY_STOP_RECORDS"],
+                    follow_ok=True)
     _check_recipe(cfg, "VICTIM", follow=False)
     _check_recipe(cfg, "SHADOW", follow=True)
     _check_positive(cfg, ["SHADOW.TRAIN.MODELS_PER_PACK", "NUM_THREADS", "RNG_SEED",
@@ -441,11 +462,11 @@ def assert_cfg(cfg):
         for node in ("VICTIM", "SHADOW"):
             for key, plain in (("OPTIMIZER.SCHEDULER", "none"), ("OPTIMIZER.WARMUP_EPOCHS", 0),
                                ("TRAIN.AUGMENT", "none"), ("TRAIN.LABEL_SMOOTHING", 0),
-                               ("TRAIN.MIXUP_ALPHA", 0)):
+                               ("TRAIN.MIXUP_ALPHA", 0), ("TRAIN.EARLY_STOP_PATIENCE", 0)):
                 value = _effective(cfg, f"{node}.{key}")
                 _check(value == plain, f"{node}.{key}", value, f"{plain} with VICTIM.DP "
-                       "(DP-SGD trains without schedules, augmentation, label smoothing "
-                       "or MixUp)")
+                       "(DP-SGD trains without schedules, augmentation, label smoothing, "
+                       "MixUp or early stopping)")
     _check(cfg.VICTIM.OUTPUT in OUTPUTS, "VICTIM.OUTPUT", cfg.VICTIM.OUTPUT, ", ".join(OUTPUTS))
     _check(1 <= cfg.VICTIM.OUTPUT_TOPK <= info.num_classes, "VICTIM.OUTPUT_TOPK",
            cfg.VICTIM.OUTPUT_TOPK, f"1 .. {info.num_classes} (the classes of {cfg.DATASET.NAME})")

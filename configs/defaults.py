@@ -124,6 +124,13 @@ _C.VICTIM.TRAIN.AUGMENT = "none"
 # * a random partner of the same training set, lam ~ Beta(alpha, alpha) per record, the
 # loss mixed alike; 0.0: none. Not with VICTIM.DP.
 _C.VICTIM.TRAIN.MIXUP_ALPHA = 0.0
+# Early stopping (a defense): after every epoch the model is scored on EARLY_STOP_RECORDS
+# held-out records (the victim: from its pool, outside its training set; each shadow: from
+# its "in" pool half, outside its own), and training ends once that loss has not improved
+# for EARLY_STOP_PATIENCE epochs; the weights of the best epoch are kept. 0: off.
+# Not with VICTIM.DP or SHADOW.SAMPLING random_half; no in-flight checkpoints while on.
+_C.VICTIM.TRAIN.EARLY_STOP_PATIENCE = 0
+_C.VICTIM.TRAIN.EARLY_STOP_RECORDS = 1000
 # Records the victim trains on, drawn class-balanced from the victim pool
 # (at most DATASET.VICTIM_POOL_SIZE); the paper's CIFAR-10 sizes: 2500 ... 15000.
 _C.VICTIM.TRAIN.SET_SIZE = 15000
@@ -194,6 +201,8 @@ _C.SHADOW.TRAIN.BATCH_SIZE = -1
 _C.SHADOW.TRAIN.LABEL_SMOOTHING = -1.0
 _C.SHADOW.TRAIN.AUGMENT = ""
 _C.SHADOW.TRAIN.MIXUP_ALPHA = -1.0
+_C.SHADOW.TRAIN.EARLY_STOP_PATIENCE = -1
+_C.SHADOW.TRAIN.EARLY_STOP_RECORDS = -1
 # Folder for per-shadow metrics (and checkpoints); empty: OUTPUT_DIR/shadow_files.
 _C.SHADOW.TRAIN.CHECKPOINT_DIR = ""
 # Records each shadow draws from each pool half (train "in" and test "out");

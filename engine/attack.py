@@ -15,7 +15,7 @@ from attack_models import build_attack_model
 from engine.optim import build_optimizer, get_criterion
 from engine.pack import build_pack
 from engine.shadows import shadow_fingerprint
-from engine.trainer import cuda_step_graph, fit, predict, seeded_models
+from engine.trainer import BestEpoch, cuda_step_graph, fit, seeded_models
 from utils.errors import RunError, UsageError
 from utils.fingerprint import fingerprint
 from utils.io import load_checkpoint, save_checkpoint
@@ -26,8 +26,6 @@ from utils.runtime import ROLE_ATTACK, derive_seed
 ATTACK_KEYS = ("ATTACKER.MODEL", "ATTACKER.OPTIMIZER", "ATTACKER.CRITERION",
                "ATTACKER.TRAIN.NUM_EPOCHS", "ATTACKER.TRAIN.BATCH_SIZE",
                "ATTACKER.TRAIN.VAL_SHADOWS", "ATTACKER.TEST.ROUTING", "SHADOW.NUM_MODELS")
-# Held-out records scored per forward pass when picking the epoch (memory, not results).
-_VAL_BATCH = 8192
 
 
 def attack_fingerprint(cfg):
@@ -87,9 +85,7 @@ def fit_attack_models(ctx, x, y, seed_ids, names, columns, in_features=None, val
         model.fit_input(part)
     with torch.no_grad():  # the scalings have no weights to learn: features once
         x = torch.cat([m.scale(part) for m, part in zip(models, rows)])
-        if val:
-            val = [(m.scale(torch.as_tensor(vx)), vy) for m, (vx, vy) in zip(models, val)
-                   for _ in range(size)]
+        val_x = [m.scale(torch.as_tensor(vx)) for m, (vx, _) in zip(models, val or [])]
     nets = [net for m in models for net in m.nets]
     # network e of a model: the model's seed for e = 0 (one network: as before ensembles)
     net_seeds = [s if e == 0 else derive_seed(s, ROLE_ATTACK, e) for s in seeds
@@ -99,7 +95,16 @@ def fit_attack_models(ctx, x, y, seed_ids, names, columns, in_features=None, val
     idx = torch.arange(len(y), device=ctx.device).view(len(names), -1)
     idx = idx.repeat_interleave(size, 0)  # a model's networks share its rows
     criterion = get_criterion("attack", cfg.ATTACKER.CRITERION)
-    best = _BestEpoch(pack, val, criterion, ctx.device) if val else None
+    best = None
+    if val:
+        if any(len(vy) == 0 for _, vy in val):
+            raise RunError("an attack model has no held-out records to validate on; lower "
+                           "ATTACKER.TRAIN.VAL_SHADOWS")
+        ends = torch.cumsum(torch.tensor([len(vy) for _, vy in val]), 0).tolist()
+        rows = [torch.arange(end - len(vy), end) for (_, vy), end in zip(val, ends)]
+        best = BestEpoch(pack, torch.cat(val_x).to(ctx.device),
+                         torch.cat([torch.as_tensor(vy) for _, vy in val]),
+                         [r for r in rows for _ in range(size)], criterion)  # per network
 
     def on_epoch(epoch, losses):
         val_losses = best.update(epoch) if best else [None] * len(nets)
@@ -127,42 +132,6 @@ def _attack_models(cfg, seeds, columns, in_features):
     """Fresh ATTACKER.MODELs, model j initialised from seeds[j], own column columns[j]."""
     return [seeded_models(partial(build_attack, cfg, in_features, column), [seed])[0]
             for seed, column in zip(seeds, columns)]
-
-
-class _BestEpoch:
-    """Per member of a pack, the weights (CPU state_dict) and epoch with the lowest mean
-    loss on its own held-out rows, updated after every epoch."""
-
-    def __init__(self, pack, val, criterion, device):
-        sizes = torch.tensor([len(vy) for _, vy in val])
-        if (sizes == 0).any():
-            raise RunError("an attack model has no held-out records to validate on; lower "
-                           "ATTACKER.TRAIN.VAL_SHADOWS")
-        self.pack, self.criterion = pack, criterion
-        self.x = torch.cat([torch.as_tensor(vx) for vx, _ in val]).to(device)
-        self.y = torch.cat([torch.as_tensor(vy) for _, vy in val])
-        # (K, m) indices of each member's rows, wrapped round to the longest; the weights
-        # count each row once and average per member
-        m, starts = int(sizes.max()), torch.cumsum(sizes, 0) - sizes
-        cols = torch.arange(m)
-        self.idx = (starts[:, None] + cols[None] % sizes[:, None]).to(device)
-        self.weight = (cols[None] < sizes[:, None]).float() / sizes[:, None]
-        self.losses = [float("inf")] * len(val)
-        self.states, self.epochs = [None] * len(val), [0] * len(val)
-
-    def update(self, epoch):
-        """Score the held-out rows after `epoch` (0-based); returns the (K,) mean losses."""
-        out = predict(self.pack, self.x, self.idx, batch_size=_VAL_BATCH)
-        self.pack.train()  # fit goes on with the next epoch
-        idx = self.idx.cpu()
-        losses = self.criterion(out.flatten(0, 1), self.y[idx].flatten()).view(idx.shape)
-        member = (losses * self.weight).sum(1).tolist()
-        states = None
-        for j, loss in enumerate(member):
-            if loss < self.losses[j]:
-                states = states or self.pack.member_state_dicts()
-                self.losses[j], self.states[j], self.epochs[j] = loss, states[j], epoch + 1
-        return member
 
 
 def _split(entry, val_ids):

@@ -12,7 +12,7 @@ from engine.dp import PrivateTraining, dp_enabled
 from engine.optim import build_optimizer, get_criterion
 from engine.pack import ModelList, build_pack
 from engine.recipe import build_recipe
-from engine.trainer import cuda_step_graph, fit, predict, seeded_models
+from engine.trainer import BestEpoch, cuda_step_graph, fit, predict, seeded_models
 from victims import build_model
 from victims.release import release_with_logits
 
@@ -27,12 +27,15 @@ def model_options(node):
     return dict(layer_dims=node.MODEL.LAYER_DIMS, depth=node.MODEL.DEPTH, width=node.MODEL.WIDTH)
 
 
-def build_classifier_pack(node, cfg, inputs, input_shape, seeds, device):
+def build_classifier_pack(node, cfg, inputs, input_shape, seeds, device, states=None):
     """A pack (engine.pack.build_pack) of len(seeds) fresh `node.MODEL.ARCH` classifiers
-    for records of input_shape, member j initialised from seeds[j]; inputs: (N, ...) the
-    records it will see (build_pack probes a few)."""
+    for records of input_shape, member j initialised from seeds[j] (or holding the
+    weights states[j]); inputs: (N, ...) the records it will see (build_pack probes a
+    few)."""
     models = seeded_models(lambda: build_model(node.MODEL.ARCH, cfg.VICTIM.NUM_CLASSES,
                                                input_shape, **model_options(node)), seeds)
+    for model, state in zip(models, states or []):
+        model.load_state_dict(state)
     channels_last = len(seeds) > 1 or device.type == "cuda"
     fused = cfg.FUSED_CPU_KERNEL and device.type == "cpu"
     return build_pack(models, inputs, channels_last=channels_last, fused=fused,
@@ -75,11 +78,16 @@ def train_private(ctx, data, node, seeds, train_idx, names, stop=None):
     return pack
 
 
-def train_classifiers(ctx, data, node, seeds, train_idx, names, stop=None, checkpoint=None):
+def train_classifiers(ctx, data, node, seeds, train_idx, names, stop=None, checkpoint=None,
+                      val_idx=None):
     """Train a fresh pack (one member per seed) on train_idx ((K, n) numpy global
     indices into data.all_x) with node's recipe, resuming from and saving to the
     TrainCheckpoint `checkpoint` (if any); one TSV row per member and epoch. With DP-SGD
-    (VICTIM.DP) see train_private: no packs, no in-flight checkpoints."""
+    (VICTIM.DP) see train_private: no packs, no in-flight checkpoints. With
+    node.TRAIN.EARLY_STOP_PATIENCE > 0, val_idx ((K, m) global indices) are each member's
+    held-out records: see early stopping in configs/defaults.py; the pack returned holds
+    each member's best epoch, and its `stopped` lists per member {best_epoch,
+    val_loss, epochs}."""
     if dp_enabled(ctx.cfg):
         return train_private(ctx, data, node, seeds, train_idx, names, stop)
     pack = build_classifier_pack(node, ctx.cfg, data.all_x, data.input_shape, seeds,
@@ -87,12 +95,36 @@ def train_classifiers(ctx, data, node, seeds, train_idx, names, stop=None, check
     steps_per_epoch = math.ceil(train_idx.shape[1] / node.TRAIN.BATCH_SIZE)
     recipe = build_recipe(node, pack.parameters(), ctx.device, steps_per_epoch)
     idx = torch.as_tensor(train_idx, device=ctx.device)
-    return fit(pack, data.all_x, data.all_y, idx, epochs=node.TRAIN.NUM_EPOCHS,
+    on_epoch, best = _on_epoch(ctx, names), None
+    if node.TRAIN.EARLY_STOP_PATIENCE > 0:
+        # the held-out loss is the plain one (no label smoothing), on the records as they are
+        best = BestEpoch(pack, data.all_x, data.all_y.cpu(), list(torch.as_tensor(val_idx)),
+                         get_criterion("classifier", node.CRITERION),
+                         patience=node.TRAIN.EARLY_STOP_PATIENCE)
+        log_rows, checkpoint = on_epoch, None  # the checkpoint would not hold `best`
+
+        def on_epoch(epoch, losses):
+            log_rows(epoch, losses)
+            for name, loss in zip(names, best.update(epoch)):
+                ctx.tsv.row(stage="train", model=name, epoch=epoch + 1, metric="val_loss",
+                            value=loss)
+            return best.done
+
+    pack = fit(pack, data.all_x, data.all_y, idx, epochs=node.TRAIN.NUM_EPOCHS,
                batch_size=node.TRAIN.BATCH_SIZE, recipe=recipe, seeds=seeds,
                desc=f"train {names[0]}" + ("+" if len(names) > 1 else ""),
-               on_epoch=_on_epoch(ctx, names), stop=stop, amp=ctx.cfg.MIXED_PRECISION,
+               on_epoch=on_epoch, stop=stop, amp=ctx.cfg.MIXED_PRECISION,
                step_graph=cuda_step_graph(ctx.cfg.CUDA_GRAPHS, ctx.device),
                checkpoint=checkpoint)
+    if best is None:
+        return pack
+    pack = build_classifier_pack(node, ctx.cfg, data.all_x, data.input_shape, seeds,
+                                 ctx.device, states=best.states)
+    pack.stopped = [{"best_epoch": e, "val_loss": v, "epochs": last}
+                    for e, v, last in zip(best.epochs, best.losses, best.last_epochs)]
+    ctx.log.info("%s: early stopping kept epochs %s of %d", names[0] if len(names) == 1
+                 else f"{names[0]}..{names[-1]}", best.epochs, node.TRAIN.NUM_EPOCHS)
+    return pack
 
 
 def logits(pack, x, idx):

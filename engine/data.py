@@ -7,7 +7,12 @@ import torch
 
 from datasets import load_dataset
 from datasets.members import load_members
-from datasets.splits import build_eval_set, sample_victim_train, split_victim_shadow
+from datasets.splits import (
+    build_eval_set,
+    sample_victim_train,
+    split_victim_shadow,
+    stratified_sample,
+)
 from utils.errors import UsageError
 from utils.io import load_npz, save_npz
 
@@ -121,6 +126,11 @@ def build_data(ctx):
     splits["victim_train"] = members if members is not None else sample_victim_train(
         splits["victim_pool"], train_y, cfg.VICTIM.TRAIN.SET_SIZE, cfg.RNG_SEED)
     splits.update(_load_eval(cfg, splits["victim_train"], train_y, test_y))
+    if cfg.VICTIM.TRAIN.EARLY_STOP_PATIENCE > 0:  # held out from the victim's pool
+        spare = np.setdiff1d(splits["victim_pool"], splits["victim_train"])
+        splits["victim_val"] = stratified_sample(
+            spare, train_y, cfg.VICTIM.TRAIN.EARLY_STOP_RECORDS,
+            np.random.default_rng([cfg.RNG_SEED, 7]))
     splits.update({k: raw[k] for k in ("train_records", "test_records") if k in raw})
     if ctx.dist.is_main:
         save_npz(ctx.path(SPLITS_FILE), **splits)

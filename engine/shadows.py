@@ -20,7 +20,13 @@ from datasets import AttackData, ReferenceData
 from engine.checkpoint import TrainCheckpoint, remove_file
 from engine.classifier import label_only_signal, logits, query_logits, released, train_classifiers
 from engine.dp import dp_enabled
-from shadow_models import draw_random_half, draw_shadow_records, pack_ranges, reference_population
+from shadow_models import (
+    draw_random_half,
+    draw_shadow_records,
+    draw_shadow_val,
+    pack_ranges,
+    reference_population,
+)
 from utils.distributed import broadcast_from_main, gather_to_main
 from utils.errors import UsageError
 from utils.fingerprint import differing_keys, digest, fingerprint
@@ -135,8 +141,14 @@ def _train_pack(ctx, data, ids, ref, stop=None):
     inflight = TrainCheckpoint(_inflight_path(cfg, ids[0]), node.TRAIN.CHECKPOINT_MINUTES,
                                digest({"shadows": shadow_fingerprint(cfg), "ids": ids}),
                                names[0] + ("+" if len(ids) > 1 else ""))
+    val_idx = None
+    if node.TRAIN.EARLY_STOP_PATIENCE > 0:  # disjoint sampling (the config checks)
+        train_y = data.train_y.cpu().numpy()
+        val_idx = np.stack([draw_shadow_val(data.splits, train_y, train_idx[j],
+                                            node.TRAIN.EARLY_STOP_RECORDS, cfg.RNG_SEED, i)
+                            for j, i in enumerate(ids)])
     pack = train_classifiers(ctx, data, node, seeds, train_idx, names, stop=stop,
-                             checkpoint=inflight)
+                             checkpoint=inflight, val_idx=val_idx)
     scored = logits(pack, data.all_x, scored_idx)
     correct = (scored.argmax(-1).numpy() == labels[scored_idx])
     probs, _ = released(scored, cfg)  # the attack data: what a victim would release
@@ -164,6 +176,8 @@ def _train_pack(ctx, data, ids, ref, stop=None):
              "train_size": int(train_idx.shape[1]), "seed": seeds[j]}
         if hasattr(pack, "privacy"):
             m["epsilon"] = pack.privacy[j]["epsilon"]
+        if hasattr(pack, "stopped"):
+            m["early_stopping"] = pack.stopped[j]
         if states[j] is not None:  # written by the process that trained it
             save_checkpoint(os.path.join(node.TRAIN.CHECKPOINT_DIR, f"{names[j]}.pth"), states[j],
                             arch=node.MODEL.ARCH, num_classes=cfg.VICTIM.NUM_CLASSES,

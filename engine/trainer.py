@@ -155,6 +155,10 @@ def graph_safe(optimizer):
     return all(g.get("fused") for g in optimizer.param_groups)
 
 
+# Held-out records scored per forward pass by BestEpoch (memory, not results).
+_VAL_BATCH = 8192
+
+
 def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, seeds, desc, recipe=None,
         optimizer=None, criterion=None, on_epoch=None, stop=None, amp=False, step_graph=None,
         checkpoint=None, poisson=False):
@@ -165,7 +169,8 @@ def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, seeds, desc, re
     inputs: (N, ...) tensor on the device; targets: (N,) on the device; the criterion maps
     (m, out) logits and (m,) targets to (m,) losses. The loss minimised is the sum over
     members of each member's mean loss; the recipe's scheduler steps after every optimizer
-    step. on_epoch(epoch, (K,) mean losses) is called after every epoch. Raises RunError
+    step. on_epoch(epoch, (K,) mean losses) is called after every epoch; when it returns
+    True the training ends there (early stopping). Raises RunError
     when a loss turns NaN or infinite, and Interrupted when the threading.Event `stop` is
     set (checked every step). amp: bf16 autocast of the forward pass (CUDA, or CPU with
     AVX512-BF16/AMX; the loss and the weights stay float32). step_graph: a callable (step,
@@ -240,8 +245,8 @@ def fit(pack, inputs, targets, train_idx, *, epochs, batch_size, seeds, desc, re
             raise RunError(f"{desc}: training diverged at epoch {epoch + 1} "
                            f"(loss {epoch_loss.tolist()}); lower the learning rate")
         bar.set_postfix(loss=f"{epoch_loss.mean():.4f}")
-        if on_epoch:
-            on_epoch(epoch, epoch_loss)
+        if on_epoch and on_epoch(epoch, epoch_loss) is True:
+            break
         if checkpoint and epoch + 1 < epochs:
             checkpoint.save_due(pack, recipe, gens, plan, epoch + 1)
     return pack
@@ -299,6 +304,54 @@ def _poisson_batch(train_idx, gen, batch_size):
     n = train_idx.shape[1]
     keep = torch.rand(n, generator=gen) < batch_size / n
     return train_idx[:, keep.to(train_idx.device)]
+
+
+class BestEpoch:
+    """Per member of a pack, the weights (CPU state_dict) and epoch with the lowest mean
+    loss on its own held-out records, updated after every epoch (update). x, y: the
+    held-out records' inputs and targets (y on the CPU); rows[j]: (m_j,) indices into x of
+    member j's records; criterion: (m, out) logits, (m,) targets -> (m,) losses. With
+    patience > 0, a member whose loss has not improved for `patience` epochs is done (its
+    best is final), and `done` turns True when every member is: early stopping."""
+
+    def __init__(self, pack, x, y, rows, criterion, patience=0):
+        sizes = torch.tensor([len(r) for r in rows])
+        self.pack, self.x, self.y, self.criterion = pack, x, y, criterion
+        # (K, m) indices of each member's rows, wrapped round to the longest; the weights
+        # count each row once and average per member
+        m = int(sizes.max())
+        cols = torch.arange(m)
+        self.idx = torch.stack([torch.as_tensor(r)[cols % len(r)] for r in rows]).to(x.device)
+        self.weight = (cols[None] < sizes[:, None]).float() / sizes[:, None]
+        self.patience = patience
+        self.losses = [float("inf")] * len(rows)
+        self.states, self.epochs = [None] * len(rows), [0] * len(rows)
+        self.stopped = [False] * len(rows)
+        self.last_epochs = [0] * len(rows)  # the epoch each member stopped at (or the last)
+
+    @property
+    def done(self):
+        return self.patience > 0 and all(self.stopped)
+
+    def update(self, epoch):
+        """Score the held-out rows after `epoch` (0-based); returns the (K,) mean losses."""
+        out = predict(self.pack, self.x, self.idx, batch_size=_VAL_BATCH)
+        self.pack.train()  # fit goes on with the next epoch
+        idx = self.idx.cpu()
+        y = self.y[idx] if self.y.dim() == 1 else self.y
+        losses = self.criterion(out.flatten(0, 1), y.flatten()).view(idx.shape)
+        member = (losses * self.weight).sum(1).tolist()
+        states = None
+        for j, loss in enumerate(member):
+            if self.stopped[j]:
+                continue
+            self.last_epochs[j] = epoch + 1
+            if loss < self.losses[j]:
+                states = states or self.pack.member_state_dicts()
+                self.losses[j], self.states[j], self.epochs[j] = loss, states[j], epoch + 1
+            elif self.patience and epoch + 1 - self.epochs[j] >= self.patience:
+                self.stopped[j] = True
+        return member
 
 
 @torch.inference_mode()

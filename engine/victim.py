@@ -113,8 +113,10 @@ def run_victim(ctx, data):
     else:
         inflight = TrainCheckpoint(ctx.path(VICTIM_DIR, INFLIGHT_FILE),
                                    node.TRAIN.CHECKPOINT_MINUTES, digest(fp), "victim")
+        val = data.splits.get("victim_val")  # early stopping's held-out records
         pack = train_classifiers(ctx, data, node, [seed], data.splits["victim_train"][None],
-                                 ["victim"], checkpoint=None if dp_enabled(cfg) else inflight)
+                                 ["victim"], checkpoint=None if dp_enabled(cfg) else inflight,
+                                 val_idx=None if val is None else val[None])
     train_idx = data.splits["victim_train"]
     train_acc = accuracy(posteriors(pack, data.train_x, train_idx[None]),
                          data.train_y.cpu()[train_idx][None])[0]
@@ -125,6 +127,8 @@ def run_victim(ctx, data):
                "source": node.CHECKPOINT or "trained"}
     dp = pack.privacy[0] if hasattr(pack, "privacy") else (
         meta.get("metrics", {}).get("dp") if path else None)
+    if hasattr(pack, "stopped"):  # early stopping: the epoch kept, of how many trained
+        metrics["early_stopping"] = pack.stopped[0]
     if dp:  # DP-SGD: what the accountant booked (engine/dp.py)
         metrics.update(epsilon=dp["epsilon"], dp=dp)
         ctx.log.info("victim: DP-SGD spent epsilon %.3f at delta %g (noise multiplier %.3f, "

@@ -6,9 +6,10 @@ each, and what they prove.
 Defenses: none, weight decay 5e-4, label smoothing 0.1, MixUp (alpha 1), early stopping
 (patience 3), top-1 and label-only releases (the undefended victim's checkpoint, attacked
 through the release), DP-SGD at epsilon about 1 and 8 (20 epochs); a defense whose key
-this toolkit lacks is skipped with a line. Each run is reused when finished. Writes OUT/sweep.md (victim test accuracy, each method's AUC, TPR at 1 % FPR
-and epsilon lower bound, the DP victims' accountant epsilon) and OUT/sweep.png (test
-accuracy against TPR at 1 % FPR, one point per defense and method).
+this toolkit lacks is skipped with a line. Each run is reused when finished. Writes
+OUT/sweep.md (victim test accuracy, each method's AUC, TPR at 1 % FPR and epsilon lower
+bound, the DP victims' accountant epsilon) and OUT/sweep.png (test accuracy against TPR
+at 1 % FPR, one point per defense and method).
 """
 
 import argparse

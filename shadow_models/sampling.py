@@ -18,6 +18,13 @@ def draw_shadow_records(splits, labels, set_size, seed, shadow_id):
     return train, test
 
 
+def draw_shadow_val(splits, labels, train, size, seed, shadow_id):
+    """Early stopping's held-out records of one shadow: `size` class-balanced records of
+    the shadow "in" pool outside its training set `train`; sorted int64."""
+    spare = np.setdiff1d(splits["shadow_in_pool"], train)
+    return stratified_sample(spare, labels, size, np.random.default_rng([seed, 5, shadow_id]))
+
+
 def pack_ranges(num_models, models_per_pack):
     """[range] of shadow ids trained together: fixed boundaries, so a resumed run trains
     exactly the packs an uninterrupted one would."""

@@ -87,13 +87,21 @@ def test_recipe_keys_are_part_of_the_victim_and_shadow_fingerprints():
     from engine.victim import VICTIM_KEYS
     from utils.fingerprint import fingerprint
 
-    base, _ = build_cfg("", ["OUTPUT_DIR", "/tmp/x"])
+    base, _ = build_cfg("", ["OUTPUT_DIR", "/tmp/x", "VICTIM.TRAIN.SET_SIZE", "2500"])
     for key, value in (("VICTIM.TRAIN.AUGMENT", "flip"), ("VICTIM.OPTIMIZER.SCHEDULER", "cosine"),
                        ("VICTIM.TRAIN.LABEL_SMOOTHING", "0.1"),
-                       ("VICTIM.OPTIMIZER.WARMUP_EPOCHS", "1")):
-        cfg, _ = build_cfg("", ["OUTPUT_DIR", "/tmp/x", key, value])
+                       ("VICTIM.OPTIMIZER.WARMUP_EPOCHS", "1"), ("VICTIM.TRAIN.MIXUP_ALPHA", "0.2"),
+                       ("VICTIM.TRAIN.EARLY_STOP_PATIENCE", "2")):
+        cfg, _ = build_cfg("", ["OUTPUT_DIR", "/tmp/x", "VICTIM.TRAIN.SET_SIZE", "2500", key,
+                                value])
         assert fingerprint(cfg, VICTIM_KEYS) != fingerprint(base, VICTIM_KEYS), key
         assert shadow_fingerprint(cfg) != shadow_fingerprint(base), key  # shadows follow
+    # keys added later are absent while off, so run folders made before them stay valid
+    for fp in (fingerprint(base, VICTIM_KEYS), shadow_fingerprint(base)):
+        assert not [k for k in fp if "MIXUP" in k or "EARLY_STOP" in k]
+    cfg, _ = build_cfg("", ["OUTPUT_DIR", "/tmp/x", "VICTIM.TRAIN.SET_SIZE", "2500",
+                            "VICTIM.TRAIN.EARLY_STOP_PATIENCE", "2"])
+    assert shadow_fingerprint(cfg)["SHADOW.TRAIN.EARLY_STOP_RECORDS"] == 1000
 
 
 def test_original_documented_command_parses():

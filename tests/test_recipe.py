@@ -11,8 +11,16 @@ import torch.nn.functional as F
 from configs.config import build_cfg
 from engine.checkpoint import TrainCheckpoint
 from engine.pack import ChannelPack, ModelPack, build_pack
-from engine.recipe import (AUGMENTS, CROP_PAD, SCHEDULES, Augment, MixUp, Recipe, Schedule,
-                           build_recipe)
+from engine.recipe import (
+    AUGMENTS,
+    CROP_PAD,
+    SCHEDULES,
+    Augment,
+    MixUp,
+    Recipe,
+    Schedule,
+    build_recipe,
+)
 from engine.trainer import fit, seeded_models
 from utils.optim_names import AUGMENT_NAMES, SCHEDULER_NAMES
 from victims import build_model

@@ -5,6 +5,17 @@ import json
 
 # Keys naming a file whose content, not only its name, decides an artifact.
 _CONTENT_KEYS = ("VICTIM.MEMBERS",)
+# Keys added after run folders were made, left out of a fingerprint while the key named
+# beside them holds the value that trains what those folders hold (so they stay valid):
+# key -> (deciding key, its "off" value).
+_ADDED_OFF = {
+    "VICTIM.TRAIN.MIXUP_ALPHA": ("VICTIM.TRAIN.MIXUP_ALPHA", 0.0),
+    "SHADOW.TRAIN.MIXUP_ALPHA": ("SHADOW.TRAIN.MIXUP_ALPHA", 0.0),
+    "VICTIM.TRAIN.EARLY_STOP_PATIENCE": ("VICTIM.TRAIN.EARLY_STOP_PATIENCE", 0),
+    "VICTIM.TRAIN.EARLY_STOP_RECORDS": ("VICTIM.TRAIN.EARLY_STOP_PATIENCE", 0),
+    "SHADOW.TRAIN.EARLY_STOP_PATIENCE": ("SHADOW.TRAIN.EARLY_STOP_PATIENCE", 0),
+    "SHADOW.TRAIN.EARLY_STOP_RECORDS": ("SHADOW.TRAIN.EARLY_STOP_PATIENCE", 0),
+}
 
 
 def flatten(node, prefix=""):
@@ -20,11 +31,13 @@ def flatten(node, prefix=""):
 
 
 def fingerprint(cfg, prefixes, exclude=()):
-    """{key: value} of the config keys under `prefixes`, less those under `exclude`."""
+    """{key: value} of the config keys under `prefixes`, less those under `exclude` and
+    the added keys that are off (_ADDED_OFF)."""
     flat = flatten(cfg)
     fp = {k: v for k, v in sorted(flat.items())
           if any(k == p or k.startswith(p + ".") for p in prefixes)
-          and not any(k == e or k.startswith(e + ".") for e in exclude)}
+          and not any(k == e or k.startswith(e + ".") for e in exclude)
+          and not (k in _ADDED_OFF and flat.get(_ADDED_OFF[k][0]) == _ADDED_OFF[k][1])}
     for key in _CONTENT_KEYS:
         if fp.get(key):
             fp[key] = f"{fp[key]} (sha256 {file_digest(fp[key])})"
