@@ -260,8 +260,9 @@ _C.ATTACKER.MODEL.INPUT_SCALING = "rank"
 # True: a BatchNorm1d after each hidden Linear of fcnet (the original's; without it the
 # attack is as strong and twice as fast, docs/attack_models.md).
 _C.ATTACKER.MODEL.BATCH_NORM = False
-# Networks per attack model, differently initialised and shuffled, trained as one pack;
-# the model's logit is the mean of theirs (1: the original's single network).
+# Networks per attack model, differently initialised and shuffled, each holding out other
+# shadows (VAL_SHADOWS), trained as one pack; the model's logit is the mean of theirs
+# (1: the original's single network).
 _C.ATTACKER.MODEL.ENSEMBLE = 5
 _C.ATTACKER.OPTIMIZER = CN()
 # Optimizer name, learning rate, weight decay, Adam betas, SGD momentum (the original:
@@ -284,9 +285,11 @@ _C.ATTACKER.TRAIN.DATASET = ""
 # Epochs (the most; VAL_SHADOWS picks the best) and mini-batch size of each attack model.
 _C.ATTACKER.TRAIN.NUM_EPOCHS = 30
 _C.ATTACKER.TRAIN.BATCH_SIZE = 256
-# Shadows (the last ones) whose records are held out to pick, per class, the epoch with
-# the lowest validation loss; 0: train on every shadow, keep the last epoch (original);
-# -1: 1 when there are at least 2 shadows, else 0.
+# Shadows whose records each network holds out to pick, per class, the epoch with the
+# lowest validation loss: network 0 of an ensemble the last VAL_SHADOWS shadows, network 1
+# the ones before them, and so on round the fleet, so that the ensemble learns from every
+# shadow; 0: train on every shadow, keep the last epoch (original); -1: 1 when there are
+# at least 2 shadows, else 0.
 _C.ATTACKER.TRAIN.VAL_SHADOWS = -1
 # Folder for the attack data and attack models; empty: OUTPUT_DIR/attacker_files.
 _C.ATTACKER.TRAIN.CHECKPOINT_DIR = ""

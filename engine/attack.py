@@ -1,8 +1,9 @@
 """Attack stage: one attack model per class in ATTACKER.VICTIM_CLASSES, trained on that
-class's shadow records (BCE, in=1 / out=0); classes with equal record counts train
-together as one pack. The records of the last ATTACKER.TRAIN.VAL_SHADOWS shadows are held
-out (a shadow's records are correlated, so whole shadows, not records): each class keeps
-its model from the epoch with the lowest loss on them."""
+class's shadow records (BCE, in=1 / out=0), each an ensemble of ATTACKER.MODEL.ENSEMBLE
+networks; classes with equal record counts train together as one pack. Each network
+holds out the records of ATTACKER.TRAIN.VAL_SHADOWS shadows (a shadow's records are
+correlated, so whole shadows, not records), other shadows for each network of an
+ensemble, and keeps its weights from the epoch with the lowest loss on them."""
 
 import os
 from collections import defaultdict
@@ -66,45 +67,49 @@ def load_attack_models(cfg, folder, fp=None):
     return models
 
 
-def fit_attack_models(ctx, x, y, seed_ids, names, columns, in_features=None, val=None):
-    """Train one ATTACKER.MODEL per name with the ATTACKER recipe: model j on its equal
-    share of the rows of x ((len(names) * n, F) float32 posteriors) and y ((..,) 1/0),
-    initialised from seed_ids[j], its own class in input column columns[j]. Each model's
-    input scaling is fitted to its rows and applied once; the networks behind it (its
-    ATTACKER.MODEL.ENSEMBLE of them, each shuffled by its own seed) train as one pack.
-    val: per model an (x_j, y_j) pair of held-out rows; each network then ends with its
-    weights from the epoch of lowest mean loss on them. Returns the trained models (eval
-    mode, on ctx.device)."""
+def fit_attack_models(ctx, parts, seed_ids, names, columns, in_features=None, held=None):
+    """Train one ATTACKER.MODEL per name with the ATTACKER recipe, all as one pack: model
+    j on parts[j] = (x (n_j, F) float32 posteriors, y (n_j,) 1/0, (n_j,) shadow ids or
+    None), initialised from seed_ids[j], its own class in input column columns[j]. Each
+    model's input scaling is fitted to its records and applied once; the networks behind
+    it (its ATTACKER.MODEL.ENSEMBLE of them, each shuffled by its own seed) train on
+    them. held: per network e, the shadow ids whose records network e of every model
+    holds out to keep its weights from the epoch of lowest mean loss on them (None: every
+    record trains, the last epoch is kept). Networks whose training rows differ in number
+    repeat their first rows up to the longest. Returns the trained models (eval mode, on
+    ctx.device)."""
     cfg = ctx.cfg
     seeds = [derive_seed(cfg.RNG_SEED, ROLE_ATTACK, i) for i in seed_ids]
     models = _attack_models(cfg, seeds, columns, in_features)
     size = len(models[0].nets)
-    x = torch.as_tensor(x)
-    rows = x.view(len(names), -1, x.shape[1])
-    for model, part in zip(models, rows):
-        model.fit_input(part)
+    for model, (x, _, _) in zip(models, parts):
+        model.fit_input(torch.as_tensor(x))
     with torch.no_grad():  # the scalings have no weights to learn: features once
-        x = torch.cat([m.scale(part) for m, part in zip(models, rows)])
-        val_x = [m.scale(torch.as_tensor(vx)) for m, (vx, _) in zip(models, val or [])]
+        x = torch.cat([m.scale(torch.as_tensor(p[0])) for m, p in zip(models, parts)])
+    y = torch.cat([torch.as_tensor(p[1]) for p in parts])
+    starts = np.cumsum([0] + [len(p[1]) for p in parts])
+    train_rows, val_rows = [], []
+    for (_, labels, shadow), start in zip(parts, starts):
+        for e in range(size):
+            out = (np.isin(shadow, held[e]) if held is not None
+                   else np.zeros(len(labels), bool))
+            train_rows.append(torch.as_tensor(start + np.flatnonzero(~out)))
+            val_rows.append(torch.as_tensor(start + np.flatnonzero(out)))
     nets = [net for m in models for net in m.nets]
     # network e of a model: the model's seed for e = 0 (one network: as before ensembles)
     net_seeds = [s if e == 0 else derive_seed(s, ROLE_ATTACK, e) for s in seeds
                  for e in range(size)]
     net_names = [name if size == 1 else f"{name}.{e}" for name in names for e in range(size)]
     pack = build_pack(nets, x, name=cfg.ATTACKER.MODEL.ARCH).to(ctx.device)
-    idx = torch.arange(len(y), device=ctx.device).view(len(names), -1)
-    idx = idx.repeat_interleave(size, 0)  # a model's networks share its rows
+    n = max(len(r) for r in train_rows)
+    idx = torch.stack([r[torch.arange(n) % len(r)] for r in train_rows]).to(ctx.device)
     criterion = get_criterion("attack", cfg.ATTACKER.CRITERION)
     best = None
-    if val:
-        if any(len(vy) == 0 for _, vy in val):
+    if held is not None:
+        if any(len(r) == 0 for r in val_rows):
             raise RunError("an attack model has no held-out records to validate on; lower "
                            "ATTACKER.TRAIN.VAL_SHADOWS")
-        ends = torch.cumsum(torch.tensor([len(vy) for _, vy in val]), 0).tolist()
-        rows = [torch.arange(end - len(vy), end) for (_, vy), end in zip(val, ends)]
-        best = BestEpoch(pack, torch.cat(val_x).to(ctx.device),
-                         torch.cat([torch.as_tensor(vy) for _, vy in val]),
-                         [r for r in rows for _ in range(size)], criterion)  # per network
+        best = BestEpoch(pack, x.to(ctx.device), y, val_rows, criterion)
 
     def on_epoch(epoch, losses):
         val_losses = best.update(epoch) if best else [None] * len(nets)
@@ -114,7 +119,7 @@ def fit_attack_models(ctx, x, y, seed_ids, names, columns, in_features=None, val
                 ctx.tsv.row(stage="attack", model=name, epoch=epoch + 1, metric="val_loss",
                             value=val_loss)
 
-    fit(pack, x.to(ctx.device), torch.as_tensor(y).to(ctx.device), idx,
+    fit(pack, x.to(ctx.device), y.to(ctx.device), idx,
         epochs=cfg.ATTACKER.TRAIN.NUM_EPOCHS, batch_size=cfg.ATTACKER.TRAIN.BATCH_SIZE,
         optimizer=build_optimizer(pack.parameters(), cfg.ATTACKER.OPTIMIZER, ctx.device),
         criterion=criterion, seeds=net_seeds,
@@ -134,20 +139,12 @@ def _attack_models(cfg, seeds, columns, in_features):
             for seed, column in zip(seeds, columns)]
 
 
-def _split(entry, val_ids):
-    """(x, y, x_val, y_val) of one class's records: the rows of shadows in val_ids held out."""
-    held = np.isin(entry["shadow"], val_ids)
-    return entry["data"][~held], entry["labels"][~held], entry["data"][held], entry["labels"][held]
-
-
-def _train_group(ctx, classes, parts):
-    """Train the attack models of `classes` (equal training record counts) as one pack;
-    parts[k] is class k's _split."""
-    x = np.concatenate([parts[k][0] for k in classes])
-    y = np.concatenate([parts[k][1] for k in classes])
-    val = [(parts[k][2], parts[k][3]) for k in classes]
-    models = fit_attack_models(ctx, x, y, classes, [f"attack_model_{k}" for k in classes],
-                               classes, val=val if ctx.cfg.ATTACKER.TRAIN.VAL_SHADOWS else None)
+def _train_group(ctx, classes, store, held):
+    """Train the attack models of `classes` (equal record counts) as one pack on their
+    records in store; held: fit_attack_models' held-out shadows per network."""
+    parts = [(store[k]["data"], store[k]["labels"], store[k]["shadow"]) for k in classes]
+    models = fit_attack_models(ctx, parts, classes, [f"attack_model_{k}" for k in classes],
+                               classes, held=held)
     return [{key: t.detach().cpu() for key, t in m.state_dict().items()} for m in models]
 
 
@@ -193,23 +190,32 @@ def _routed(cfg, store):
             for k in cfg.ATTACKER.VICTIM_CLASSES}
 
 
+def held_out_shadows(ids, num_val, size):
+    """Per network e of an ensemble of `size`, the num_val shadows of `ids` it holds out:
+    network 0 the last num_val, network e the num_val before those of network e - 1
+    (round the fleet), so that an ensemble learns from every shadow."""
+    n = len(ids)
+    return [[ids[(n - num_val * (e + 1) + t) % n] for t in range(num_val)] for e in range(size)]
+
+
 def train_attack_models(ctx, attack_data):
-    """{class: state_dict} of one attack model per ATTACKER.VICTIM_CLASSES class, trained
-    on all shadows but the last ATTACKER.TRAIN.VAL_SHADOWS (held out to pick each model's
-    epoch); classes with equal training record counts train together as one pack."""
-    num_val = ctx.cfg.ATTACKER.TRAIN.VAL_SHADOWS
+    """{class: state_dict} of one attack model per ATTACKER.VICTIM_CLASSES class: network
+    e of each model's ensemble trained on all shadows but ATTACKER.TRAIN.VAL_SHADOWS of
+    them (held_out_shadows; their records pick its epoch); classes with equal record
+    counts train together as one pack."""
+    cfg = ctx.cfg
+    num_val = cfg.ATTACKER.TRAIN.VAL_SHADOWS
     ids = attack_data.shadow_ids()
     if num_val >= len(ids):
         raise RunError(f"ATTACKER.TRAIN.VAL_SHADOWS {num_val} leaves none of the {len(ids)} "
                        f"shadows' records to train the attack models on")
-    val_ids = ids[len(ids) - num_val:]
-    store = _routed(ctx.cfg, attack_data.store)
-    groups, parts = defaultdict(list), {}
-    for k in ctx.cfg.ATTACKER.VICTIM_CLASSES:
-        parts[k] = _split(store[k], val_ids)
-        if len(set(parts[k][1].tolist())) < 2:
+    held = held_out_shadows(ids, num_val, cfg.ATTACKER.MODEL.ENSEMBLE) if num_val else None
+    store = _routed(cfg, attack_data.store)
+    groups = defaultdict(list)
+    for k in cfg.ATTACKER.VICTIM_CLASSES:
+        if len(set(store[k]["labels"].tolist())) < 2:
             raise RunError(f"class {k} has no in/out shadow records to train an attack model on"
-                           f" (ATTACKER.TEST.ROUTING {ctx.cfg.ATTACKER.TEST.ROUTING})")
-        groups[len(parts[k][1])].append(k)
+                           f" (ATTACKER.TEST.ROUTING {cfg.ATTACKER.TEST.ROUTING})")
+        groups[len(store[k]["labels"])].append(k)
     return {k: state for classes in groups.values()
-            for k, state in zip(classes, _train_group(ctx, classes, parts))}
+            for k, state in zip(classes, _train_group(ctx, classes, store, held))}

@@ -111,7 +111,7 @@ def _ml_leaks(ctx, ev, v):
     store = ev.attack_data.store
     x = np.concatenate([top3_sorted(e["data"]) for e in store.values()])
     y = np.concatenate([e["labels"] for e in store.values()])
-    model = fit_attack_models(ctx, x, y, [_ML_LEAKS_SEED], ["ml_leaks"], [0],
+    model = fit_attack_models(ctx, [(x, y, None)], [_ML_LEAKS_SEED], ["ml_leaks"], [0],
                               in_features=3)[0]  # its own column: the largest posterior
     feats = torch.as_tensor(top3_sorted(v.probs), device=ctx.device)
     out = predict(ModelList([model]), feats, torch.arange(len(feats), device=ctx.device)[None],

@@ -15,7 +15,7 @@ from attack_models import FCNet, RankFeatures, build_attack_model
 from configs.config import build_cfg
 from conftest import REPO
 from datasets.attack_data import AttackData
-from engine.attack import build_attack, train_attack_models
+from engine.attack import build_attack, held_out_shadows, train_attack_models
 from engine.pack import ModelPack
 from utils.errors import RunError, UsageError
 from utils.metrics import auc_score
@@ -88,7 +88,7 @@ def test_batch_norm_is_the_originals_option_and_off_by_default():
     assert len(default.nets) == 5  # the default ensemble
 
 
-def test_an_ensembles_networks_train_as_one_pack_on_their_models_rows_and_are_averaged(
+def test_an_ensembles_networks_hold_out_different_shadows_train_as_one_pack_and_are_averaged(
         monkeypatch):
     data, rows, seen = _attack_data(), [], []
     fit = engine.attack.fit
@@ -97,10 +97,14 @@ def test_an_ensembles_networks_train_as_one_pack_on_their_models_rows_and_are_av
     ctx = _ctx("ATTACKER.MODEL.ENSEMBLE", "3", "ATTACKER.TRAIN.VAL_SHADOWS", "1", rows=rows)
     states = train_attack_models(ctx, data)
     pack, idx, seeds = seen[0]
-    assert isinstance(pack, ModelPack) and idx.shape[0] == 3 * C
-    for k in range(C):  # a model's three networks: the same rows, their own shuffles
-        assert torch.equal(idx[3 * k], idx[3 * k + 1]) and torch.equal(idx[3 * k], idx[3 * k + 2])
-    assert len(set(seeds)) == 3 * C
+    per_class = SHADOWS * N // C
+    assert isinstance(pack, ModelPack) and idx.shape == (3 * C, (SHADOWS - 1) * N // C)
+    for k in range(C):  # network e holds out shadow 3 - e: together they see every shadow
+        for e in range(3):
+            shadows = data.store[k]["shadow"][idx[3 * k + e].numpy() - k * per_class]
+            assert sorted(set(shadows.tolist())) == [s for s in range(SHADOWS)
+                                                     if s != SHADOWS - 1 - e]
+    assert len(set(seeds)) == 3 * C  # each network its own shuffles
     names = {r["model"] for r in rows if r.get("metric") == "val_loss"}
     assert names == {f"attack_model_{k}.{e}" for k in range(C) for e in range(3)}
     model = build_attack(ctx.cfg)
@@ -115,6 +119,11 @@ def test_an_ensembles_networks_train_as_one_pack_on_their_models_rows_and_are_av
     assert auc_score(data.store[4]["labels"], model(x)[:, 0].detach().numpy()) > 0.9
     with pytest.raises(UsageError, match="ATTACKER.MODEL.ENSEMBLE"):
         build_cfg("", ["ATTACKER.MODEL.ENSEMBLE", "0"])
+
+
+def test_held_out_shadows_rotate_round_the_fleet():
+    assert held_out_shadows([0, 1, 2, 3], 1, 5) == [[3], [2], [1], [0], [3]]
+    assert held_out_shadows([0, 1, 2, 3, 4], 2, 3) == [[3, 4], [1, 2], [4, 0]]
 
 
 def test_rank_features_are_each_features_empirical_cdf_over_the_training_records():
@@ -146,9 +155,8 @@ def test_rank_scaled_models_train_in_a_pack_each_with_its_own_class_and_quantile
     assert isinstance(seen[0], ModelPack)  # no fallback to one by one
     for k, state in states.items():
         assert int(state["scale.column"]) == k
-        rows = data.store[k]["data"][data.store[k]["shadow"] < SHADOWS - 1]  # trained on
         mine = RankFeatures(C, k)
-        mine.fit(rows)
+        mine.fit(data.store[k]["data"])  # the quantiles of all the class's records
         torch.testing.assert_close(state["scale.quantiles"], mine.quantiles)
         # the saved model reloads to the same scores; members score higher (polarity)
         entry = data.store[k]
@@ -216,14 +224,14 @@ def test_attack_models_learn_from_the_records_routing_sends_them(monkeypatch, ro
     for k in range(C):  # some confident mistakes: predicted class != true class
         entry = data.store[k]
         entry["data"][:5] = np.roll(entry["data"][:5], 1, axis=1)
-    monkeypatch.setattr(engine.attack, "_train_group",
-                        lambda ctx, classes, parts: seen.update(parts) or [{}] * len(classes))
+    monkeypatch.setattr(engine.attack, "_train_group", lambda ctx, classes, store, held: (
+        seen.update({k: store[k] for k in classes}) or [{}] * len(classes)))
     train_attack_models(_ctx("ATTACKER.TEST.ROUTING", routing,
                              "ATTACKER.TRAIN.VAL_SHADOWS", "0"), data)
     total = sum(len(e["labels"]) for e in data.store.values())
-    assert sum(len(seen[k][0]) for k in range(C)) == total
+    assert sum(len(seen[k]["labels"]) for k in range(C)) == total
     for k in range(C):
-        x = seen[k][0]
+        x = seen[k]["data"]
         if routing == "argmax":
             assert (x.argmax(1) == k).all()
         else:
