@@ -258,7 +258,7 @@ _C.ATTACKER.MODEL.LAYER_DIMS = [64, 64]
 # the model's training records, as a tree ensemble sees them).
 _C.ATTACKER.MODEL.INPUT_SCALING = "rank"
 # True: a BatchNorm1d after each hidden Linear of fcnet (the original's; without it the
-# attack is as strong and twice as fast, docs/attack_models.md).
+# attack is as strong and twice as fast: docs/configuration.md).
 _C.ATTACKER.MODEL.BATCH_NORM = False
 # Networks per attack model, differently initialised and shuffled, each holding out other
 # shadows (VAL_SHADOWS), trained as one pack; the model's logit is the mean of theirs
