@@ -7,14 +7,16 @@ Defenses: none, weight decay 5e-4, label smoothing 0.1, MixUp (alpha 1), early s
 (patience 3), top-1 and label-only releases (the undefended victim's checkpoint, attacked
 through the release), DP-SGD at epsilon about 1 and 8 (20 epochs); a defense whose key
 this toolkit lacks is skipped with a line. Each run is reused when finished. Writes
-OUT/sweep.md (victim test accuracy, each method's AUC, TPR at 1 % FPR and epsilon lower
-bound, the DP victims' accountant epsilon) and OUT/sweep.png (test accuracy against TPR
+OUT/sweep.md (per defense the strongest method by each figure, then every method: the
+victim's test accuracy, AUC, TPR at 1 % FPR and epsilon lower bound, the DP victims'
+accountant epsilon) and OUT/sweep.png (test accuracy against TPR
 at 1 % FPR, one point per defense and method).
 """
 
 import argparse
 import json
 import os
+from functools import partial
 
 import run_attack
 from attack_models.methods import methods_for_output
@@ -67,6 +69,30 @@ def _row_cells(name, m):
                f"| {o['tpr_at_fpr']['0.01']:.4f} | {o['epsilon_lower_bound']:.2f} |")
 
 
+def _best(rows, value, fmt):
+    """'top (method)' of {method: overall metrics} by value(overall); 'several' on a tie."""
+    top = max(value(o) for o in rows.values())
+    who = [k for k, o in rows.items() if value(o) == top]
+    return f"{top:{fmt}} ({who[0] if len(who) == 1 else 'several'})"
+
+
+def _summary(results):
+    """Per defense: the victim's test accuracy and accountant epsilon, then the strongest
+    method by AUC, by TPR at 1 % FPR and by epsilon lower bound."""
+    lines = ["| defense | victim test acc | victim ε (accountant) | best AUC | best TPR@1% FPR "
+             "| largest ε lower bound |", "|---|---|---|---|---|---|"]
+    for name, m in results.items():
+        v = m["victim"]
+        rows = {k: r["overall"] for k, r in m["methods"].items()}
+        best = partial(_best, rows)
+        eps = f"{v['epsilon']:.2f}" if "epsilon" in v else "-"
+        lines.append(f"| `{name}` | {v['test_accuracy']:.3f} | {eps} "
+                     f"| {best(lambda o: o['auc'], '.3f')} "
+                     f"| {best(lambda o: o['tpr_at_fpr']['0.01'], '.4f')} "
+                     f"| {best(lambda o: o['epsilon_lower_bound'], '.2f')} |")
+    return lines
+
+
 def _plot(path, results):
     import matplotlib
 
@@ -106,8 +132,9 @@ def main(argv=None):
                 raise SystemExit(f"{name}: the run failed")
         with open(os.path.join(out, "metrics.json")) as f:
             results[name] = json.load(f)
-    lines = ["| defense | victim test acc | victim ε (accountant) | method | AUC "
-             "| TPR@1% FPR | ε lower bound |", "|---|---|---|---|---|---|---|"]
+    lines = _summary(results) + ["", "| defense | victim test acc | victim ε (accountant) "
+                                 "| method | AUC | TPR@1% FPR | ε lower bound |",
+                                 "|---|---|---|---|---|---|---|"]
     for name, m in results.items():
         lines += _row_cells(name, m)
     text = "\n".join(lines) + "\n"
