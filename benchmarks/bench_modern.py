@@ -5,6 +5,8 @@ the modern recipe (Nesterov SGD, onecycle with warm-up, label smoothing, flip_cr
 
     python -m benchmarks.bench_modern [--archs resnet18 fastnet] [--pack 4] [--records 64]
                                       [--epochs 1] [--batch 64] [--repeats 1]
+    python -m benchmarks.bench_modern --fleet 64 --pack 16 --archs fastnet --records 25000 \
+        --epochs 10 --batch 1024 --device cuda   # a GPU fleet: seconds for 64 shadows
 
 Records are CIFAR-shaped random pixels (speed does not depend on them). Each figure is the
 best of --repeats measurements taken in turn (the machine is shared and noisy; compare
@@ -40,17 +42,26 @@ def _node(epochs, batch):
     return cfg.SHADOW
 
 
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def _train(packs, x, y, idx, node, seeds):
-    """Seconds to train each pack in turn, member j of all packs on row j of idx."""
+    """Seconds to train each pack in turn, member j of all packs on row j of idx; packs:
+    packs, or functions that build one when its turn comes."""
+    _sync(x.device)
     start = time.perf_counter()
     row = 0
     for pack in packs:
+        pack = pack() if callable(pack) and not isinstance(pack, torch.nn.Module) else pack
         rows = idx[row:row + pack.k]
         steps = math.ceil(rows.shape[1] / node.TRAIN.BATCH_SIZE)
         fit(pack, x, y, rows, epochs=node.TRAIN.NUM_EPOCHS, batch_size=node.TRAIN.BATCH_SIZE,
-            recipe=build_recipe(node, pack.parameters(), torch.device("cpu"), steps),
+            recipe=build_recipe(node, pack.parameters(), x.device, steps),
             seeds=seeds[row:row + pack.k], desc="bench")
         row += pack.k
+    _sync(x.device)
     return time.perf_counter() - start
 
 
@@ -88,6 +99,25 @@ def measure(arch, args, x, y):
     return probe, best["one"], best["pack"], form, widths
 
 
+def fleet(arch, args, x, y):
+    """(seconds, img/s) to train args.fleet shadows of `arch` (widths / args.narrow) in
+    packs of args.pack, each on args.records records drawn from x, built as the engine
+    builds them (each pack is built when its turn comes, as in a run, and its build
+    counts)."""
+    published = inspect.signature(MODELS[arch]).parameters["layer_dims"].default
+    widths = [max(1, w // args.narrow) for w in published]
+    build = lambda: build_model(arch, 10, tuple(x.shape[1:]), layer_dims=widths)  # noqa: E731
+    seeds = list(range(args.fleet))
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.stack([torch.randperm(len(y), generator=gen)[:args.records]
+                       for _ in seeds]).to(x.device)
+    packs = [lambda s=s: build_pack(seeded_models(build, seeds[s:s + args.pack]), x,
+                                    channels_last=x.device.type == "cuda", name=arch).to(x.device)
+             for s in range(0, args.fleet, args.pack)]
+    seconds = _train(packs, x, y, idx, _node(args.epochs, args.batch), seeds)
+    return seconds, args.fleet * args.records * args.epochs / seconds
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", nargs="+", default=["resnet18", "fastnet"],
@@ -101,18 +131,31 @@ def main(argv=None):
     parser.add_argument("--narrow", type=int, default=1,
                         help="divide every stage width by this (1: the published widths)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: default")
+    parser.add_argument("--fleet", type=int, default=0,
+                        help="time this many shadows in packs of --pack instead of "
+                             "comparing a pack with one by one")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (with --fleet)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
     n = max(2 * args.records, 512)
-    x = torch.randn(n, 3, args.image_size, args.image_size, generator=gen)
-    y = torch.randint(0, 10, (n,), generator=gen)
+    device = torch.device(args.device)
+    x = torch.randn(n, 3, args.image_size, args.image_size, generator=gen).to(device)
+    y = torch.randint(0, 10, (n,), generator=gen).to(device)
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads, {device}"
+          + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else ""))
     print(f"recipe: sgd nesterov, onecycle, label smoothing 0.1, flip_crop; {args.records} "
           f"records x {args.epochs} epoch(s) per model, batch {args.batch}, "
           f"{args.image_size}x{args.image_size} images")
+    if args.fleet:
+        for arch in args.archs:
+            seconds, rate = fleet(arch, args, x, y)
+            print(f"{arch} fleet: {args.fleet} shadows x {args.records} records x "
+                  f"{args.epochs} epochs in packs of {args.pack}: {seconds:.1f} s "
+                  f"({rate:,.0f} img/s)")
+        return
     warm_up()
     for arch in args.archs:
         probe, one, packed, form, widths = measure(arch, args, x, y)

@@ -107,6 +107,20 @@ def test_modern_benchmark_smoke_run(capsys):
         assert low - 0.005 - 1e-9 <= ratio <= high + 0.005 + 1e-9
 
 
+def test_modern_fleet_benchmark_smoke_run(capsys):
+    # the GPU check's fleet figure (benchmarks/gpu_check.sh), tiny and on the CPU
+    bench_modern.main(["--fleet", "3", "--pack", "2", "--archs", "fastnet", "--narrow", "16",
+                       "--records", "8", "--batch", "4", "--image-size", "16", "--threads", "1"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith(", cpu")
+    m = re.fullmatch(r"fastnet fleet: 3 shadows x 8 records x 1 epochs in packs of 2: "
+                     r"([\d.]+) s \(([\d,]+) img/s\)", out[-1])
+    assert m, out[-1]
+    seconds, rate = float(m[1]), _number(m[2])
+    # both printed rounded: seconds to 0.1, img/s to 1
+    assert 24 / (seconds + 0.05) - 0.5 <= rate <= 24 / max(seconds - 0.05, 1e-3) + 0.5
+
+
 _TABULAR = re.compile(r"(\d+) MLPs x (\d+) records x (\d+) epoch\(s\), batch (\d+), (\d+) thread\(s\): "
                       r"one pack ([\d,]+) records/s, one by one ([\d,]+) records/s \(([\d.]+)x\)")
 
