@@ -140,7 +140,8 @@ def _lira(online, fixed_variance):
 def _rmia(online):
     """Zarifzadeh et al. 2024, offline (Pr(x) from the "out" reference models and
     ATTACKER.RMIA.OFFLINE_A) or online (from all of them); a member when it dominates all
-    but _TEST_LEVEL of the population (non-members' scores are about uniform on [0, 1])."""
+    but _TEST_LEVEL of the population (non-members' scores are about uniform on [0, 1]);
+    ties within a share broken by the target's likelihood ratio (rmia_scores)."""
 
     def method(ctx, ev, v):
         rmia = ctx.cfg.ATTACKER.RMIA
@@ -149,7 +150,8 @@ def _rmia(online):
         p_true = _per_view(lambda z, y: true_class_prob(softmax(z), y), v.views(), v.labels)
         scores = rmia_scores(p_true[:, 0] if p_true.shape[1] == 1 else p_true,
                              ref["p_true"][:, :t], ref["member"][:, :t], v.pop_p_true,
-                             ref["p_true"][:, p:], rmia.OFFLINE_A, rmia.GAMMA, online)
+                             ref["p_true"][:, p:], rmia.OFFLINE_A, rmia.GAMMA, online,
+                             tie_break=True)
         return scores, 1 - _TEST_LEVEL
 
     return method

@@ -248,6 +248,32 @@ def test_rmia_matches_an_explicit_double_loop(a, gamma):
     assert 0 < want.mean() < 1  # neither every z nor none dominated
 
 
+@pytest.mark.parametrize("views", [1, 3])
+def test_rmia_tie_break_orders_a_shares_targets_by_likelihood_ratio_only(views):
+    S, n, m = 6, 200, 20  # a small population: many targets share a score
+    shape = (n, views) if views > 1 else (n,)
+    member = RNG.random((S, n)) < 0.5
+    member[0] = False  # every target has an "out" model
+    ref_p = RNG.uniform(0.05, 0.5, (S, *shape))
+    p_target = RNG.uniform(0.01, 1, shape)
+    p_pop, ref_p_pop = RNG.uniform(0.05, 0.5, (m, views)[:1 + (views > 1)]), RNG.uniform(
+        0.05, 0.5, (S, m, views)[:2 + (views > 1)])
+    args = (p_target, ref_p, member, p_pop, ref_p_pop, 0.3, 1.0)
+    share = rmia_scores(*args)
+    broken = rmia_scores(*args, tie_break=True)
+    assert len(np.unique(share)) < n / 3 and len(np.unique(broken)) == n  # ties, then none
+    assert ((broken - share >= 0) & (broken - share < 1 / (2 * m))).all()
+    order = np.lexsort((broken, share))
+    assert (np.diff(share[order]) >= 0).all() and (np.diff(broken[order]) > 0).all()
+    # within a share, by the target's own likelihood ratio (mean log over views)
+    out = ~member.reshape(S, n, *[1] * (views > 1))
+    marginal = 0.5 * (1.3 * np.where(out, ref_p, 0).sum(0) / out.sum(0) + 0.7)
+    log_lr = np.log(p_target / marginal).reshape(n, -1).mean(1)
+    top = share == share.max()
+    assert top.sum() > 1
+    np.testing.assert_array_equal(np.argsort(broken[top]), np.argsort(log_lr[top]))
+
+
 @pytest.mark.parametrize("routing", ["label", "argmax"])
 @pytest.mark.parametrize("name", ["loss", "confidence", "modified_entropy"])
 def test_threshold_methods_score_the_routed_class(routing, name):
