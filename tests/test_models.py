@@ -119,7 +119,7 @@ def test_attack_model_outputs_one_logit(arch):
     with torch.no_grad():
         out = model(torch.softmax(torch.randn(9, 10), 1))
     assert out.shape == (9, 1)
-    kinds = [type(m).__name__ for m in model.net]
+    kinds = [type(m).__name__ for m in model.nets[0]]  # build_attack_model's defaults
     assert kinds[:3] == ["Linear", "BatchNorm1d", "ReLU"] and kinds[-1] == "Linear"
     assert len([k for k in kinds if k == "Linear"]) == 5
 
