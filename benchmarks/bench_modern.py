@@ -49,12 +49,11 @@ def _sync(device):
 
 def _train(packs, x, y, idx, node, seeds):
     """Seconds to train each pack in turn, member j of all packs on row j of idx; packs:
-    packs, or functions that build one when its turn comes."""
+    an iterable (a generator builds each pack when its turn comes, inside the timing)."""
     _sync(x.device)
     start = time.perf_counter()
     row = 0
     for pack in packs:
-        pack = pack() if callable(pack) and not isinstance(pack, torch.nn.Module) else pack
         rows = idx[row:row + pack.k]
         steps = math.ceil(rows.shape[1] / node.TRAIN.BATCH_SIZE)
         fit(pack, x, y, rows, epochs=node.TRAIN.NUM_EPOCHS, batch_size=node.TRAIN.BATCH_SIZE,
@@ -111,9 +110,9 @@ def fleet(arch, args, x, y):
     gen = torch.Generator().manual_seed(0)
     idx = torch.stack([torch.randperm(len(y), generator=gen)[:args.records]
                        for _ in seeds]).to(x.device)
-    packs = [lambda s=s: build_pack(seeded_models(build, seeds[s:s + args.pack]), x,
-                                    channels_last=x.device.type == "cuda", name=arch).to(x.device)
-             for s in range(0, args.fleet, args.pack)]
+    packs = (build_pack(seeded_models(build, seeds[s:s + args.pack]), x,
+                        channels_last=x.device.type == "cuda", name=arch).to(x.device)
+             for s in range(0, args.fleet, args.pack))
     seconds = _train(packs, x, y, idx, _node(args.epochs, args.batch), seeds)
     return seconds, args.fleet * args.records * args.epochs / seconds
 

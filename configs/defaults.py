@@ -197,7 +197,8 @@ _C.SHADOW.TRAIN.DATA_PATH = ""
 # Epochs, mini-batch size; -1: as VICTIM.TRAIN.
 _C.SHADOW.TRAIN.NUM_EPOCHS = -1
 _C.SHADOW.TRAIN.BATCH_SIZE = -1
-# Label smoothing and augmentation (as VICTIM.TRAIN.*); -1 or empty: as VICTIM.
+# Label smoothing, augmentation, MixUp and early stopping (as VICTIM.TRAIN.*); -1 or
+# empty: as VICTIM.
 _C.SHADOW.TRAIN.LABEL_SMOOTHING = -1.0
 _C.SHADOW.TRAIN.AUGMENT = ""
 _C.SHADOW.TRAIN.MIXUP_ALPHA = -1.0

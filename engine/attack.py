@@ -86,7 +86,7 @@ def fit_attack_models(ctx, parts, seed_ids, names, columns, in_features=None, he
         model.fit_input(torch.as_tensor(x))
     with torch.no_grad():  # the scalings have no weights to learn: features once
         x = torch.cat([m.scale(torch.as_tensor(p[0])) for m, p in zip(models, parts)])
-    y = torch.cat([torch.as_tensor(p[1]) for p in parts])
+    x, y = x.to(ctx.device), torch.cat([torch.as_tensor(p[1]) for p in parts])
     starts = np.cumsum([0] + [len(p[1]) for p in parts])
     train_rows, val_rows = [], []
     for (_, labels, shadow), start in zip(parts, starts):
@@ -109,7 +109,7 @@ def fit_attack_models(ctx, parts, seed_ids, names, columns, in_features=None, he
         if any(len(r) == 0 for r in val_rows):
             raise RunError("an attack model has no held-out records to validate on; lower "
                            "ATTACKER.TRAIN.VAL_SHADOWS")
-        best = BestEpoch(pack, x.to(ctx.device), y, val_rows, criterion)
+        best = BestEpoch(pack, x, y, val_rows, criterion)
 
     def on_epoch(epoch, losses):
         val_losses = best.update(epoch) if best else [None] * len(nets)
@@ -119,7 +119,7 @@ def fit_attack_models(ctx, parts, seed_ids, names, columns, in_features=None, he
                 ctx.tsv.row(stage="attack", model=name, epoch=epoch + 1, metric="val_loss",
                             value=val_loss)
 
-    fit(pack, x.to(ctx.device), y.to(ctx.device), idx,
+    fit(pack, x, y.to(ctx.device), idx,
         epochs=cfg.ATTACKER.TRAIN.NUM_EPOCHS, batch_size=cfg.ATTACKER.TRAIN.BATCH_SIZE,
         optimizer=build_optimizer(pack.parameters(), cfg.ATTACKER.OPTIMIZER, ctx.device),
         criterion=criterion, seeds=net_seeds,

@@ -170,10 +170,15 @@ class Recipe:
     mixup: MixUp | None = None
 
     @property
-    def draws(self):
-        """Per record, the augmentation draws then the MixUp draws: their number."""
-        return ((self.augment.NUM_DRAWS if self.augment else 0)
-                + (self.mixup.NUM_DRAWS if self.mixup else 0))
+    def augment_draws(self):
+        """Per record, the number of augmentation draws (the MixUp draws follow them)."""
+        return self.augment.NUM_DRAWS if self.augment else 0
+
+    def draw(self, gen, n):
+        """(n, draws) int64 draws for n records from the CPU generator gen: augmentation,
+        then MixUp; None when the recipe draws nothing."""
+        cols = [part.draw(gen, n) for part in (self.augment, self.mixup) if part]
+        return torch.cat(cols, 1) if cols else None
 
     def state_dict(self):
         return {"optimizer": self.optimizer.state_dict(),

@@ -143,8 +143,7 @@ def _train_pack(ctx, data, ids, ref, stop=None):
                                names[0] + ("+" if len(ids) > 1 else ""))
     val_idx = None
     if node.TRAIN.EARLY_STOP_PATIENCE > 0:  # disjoint sampling (the config checks)
-        train_y = data.train_y.cpu().numpy()
-        val_idx = np.stack([draw_shadow_val(data.splits, train_y, train_idx[j],
+        val_idx = np.stack([draw_shadow_val(data.splits, labels, train_idx[j],
                                             node.TRAIN.EARLY_STOP_RECORDS, cfg.RNG_SEED, i)
                             for j, i in enumerate(ids)])
     pack = train_classifiers(ctx, data, node, seeds, train_idx, names, stop=stop,

@@ -256,8 +256,7 @@ def _batch_inputs(recipe, inputs, batch):
     """A batch's records as the recipe trains on them: batch (K, B, 1 + draws) ->
     ((K, B, ...) inputs, (K, B) MixUp lam or None, (K, B) partner indices or None)."""
     idx, draws = batch[..., 0], batch[..., 1:]
-    augment, mixup = recipe.augment, recipe.mixup
-    a = augment.NUM_DRAWS if augment else 0
+    augment, mixup, a = recipe.augment, recipe.mixup, recipe.augment_draws
     x = augment.apply(inputs, idx, draws[..., :a]) if augment else inputs[idx]
     if mixup is None:
         return x, None, None
@@ -267,33 +266,26 @@ def _batch_inputs(recipe, inputs, batch):
     return x, lam, partner
 
 
-def _epoch_plan(gens, n, recipe=None):
+def _epoch_plan(gens, n, recipe):
     """(K, n) int64: one permutation of range(n) per member, from its own generator; with
-    a recipe that draws (augmentation, MixUp), (K, n, 1 + recipe.draws): each
-    permutation's record draws follow it, from the same generator."""
+    a recipe that draws (augmentation, MixUp), (K, n, 1 + draws): each permutation's
+    record draws follow it, from the same generator."""
     rows = []
     for gen in gens:
         perm = torch.randperm(n, generator=gen)
-        if recipe is None or not recipe.draws:
-            rows.append(perm)
-            continue
-        cols = [perm[:, None]]
-        if recipe.augment:
-            cols.append(recipe.augment.draw(gen, n))
-        if recipe.mixup:
-            cols.append(recipe.mixup.draw(gen, n))
-        rows.append(torch.cat(cols, 1))
+        draws = recipe.draw(gen, n)
+        rows.append(perm if draws is None else torch.cat([perm[:, None], draws], 1))
     return torch.stack(rows)
 
 
-def _order(train_idx, plan, recipe=None):
+def _order(train_idx, plan, recipe):
     """The epoch's record indices (K, n), with the plan's draws beside them if it has any
     (a MixUp partner's position in the training set mapped to its record index)."""
     if plan.dim() == 2:
         return train_idx.gather(1, plan)
     out = torch.cat([train_idx.gather(1, plan[..., 0])[..., None], plan[..., 1:]], -1)
-    if recipe is not None and recipe.mixup is not None:
-        col = 1 + (recipe.augment.NUM_DRAWS if recipe.augment else 0)
+    if recipe.mixup is not None:
+        col = 1 + recipe.augment_draws
         out[..., col] = train_idx.gather(1, plan[..., col])
     return out
 
@@ -316,12 +308,13 @@ class BestEpoch:
 
     def __init__(self, pack, x, y, rows, criterion, patience=0):
         sizes = torch.tensor([len(r) for r in rows])
-        self.pack, self.x, self.y, self.criterion = pack, x, y, criterion
+        self.pack, self.x, self.criterion = pack, x, criterion
         # (K, m) indices of each member's rows, wrapped round to the longest; the weights
         # count each row once and average per member
         m = int(sizes.max())
         cols = torch.arange(m)
-        self.idx = torch.stack([torch.as_tensor(r)[cols % len(r)] for r in rows]).to(x.device)
+        idx = torch.stack([torch.as_tensor(r)[cols % len(r)] for r in rows])
+        self.idx, self.targets = idx.to(x.device), y[idx].flatten()
         self.weight = (cols[None] < sizes[:, None]).float() / sizes[:, None]
         self.patience = patience
         self.losses = [float("inf")] * len(rows)
@@ -337,9 +330,7 @@ class BestEpoch:
         """Score the held-out rows after `epoch` (0-based); returns the (K,) mean losses."""
         out = predict(self.pack, self.x, self.idx, batch_size=_VAL_BATCH)
         self.pack.train()  # fit goes on with the next epoch
-        idx = self.idx.cpu()
-        y = self.y[idx] if self.y.dim() == 1 else self.y
-        losses = self.criterion(out.flatten(0, 1), y.flatten()).view(idx.shape)
+        losses = self.criterion(out.flatten(0, 1), self.targets).view(self.idx.shape)
         member = (losses * self.weight).sum(1).tolist()
         states = None
         for j, loss in enumerate(member):
