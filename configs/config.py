@@ -235,18 +235,31 @@ def _check_recipe(cfg, node, follow):
     _check(not _effective(cfg, key) or (_effective(cfg, f"{node}.OPTIMIZER.NAME") == "sgd"
                                         and _effective(cfg, f"{node}.OPTIMIZER.MOMENTUM") > 0),
            key, True, f"False unless {node}.OPTIMIZER.NAME is sgd and MOMENTUM > 0")
+    _check_schedule(cfg, node, follow)
+    for key, low, high, allowed in (
+            (f"{node}.TRAIN.LABEL_SMOOTHING", 0, 1 - 1e-12, "a number in [0, 1)"),
+            (f"{node}.TRAIN.MIXUP_ALPHA", 0, float("inf"), "a number >= 0 (0: no MixUp)")):
+        _check_range(cfg, key, low, high, allowed, follow)
+    key = f"{node}.TRAIN.AUGMENT"
+    _check_name(key, _get(cfg, key), AUGMENT_NAMES, follow)
+
+
+def _check_range(cfg, key, low, high, allowed, follow):
+    value = _get(cfg, key)
+    sentinel = follow and value == _FOLLOW_VICTIM[key][1]
+    _check(sentinel or low <= value <= high, key, value,
+           allowed + (" (or -1: as VICTIM)" if follow else ""))
+
+
+def _check_schedule(cfg, node, follow):
+    """The learning-rate schedule keys of VICTIM, SHADOW or ATTACKER (engine/recipe.py)."""
     key = f"{node}.OPTIMIZER.SCHEDULER"
     _check_name(key, _get(cfg, key), SCHEDULER_NAMES, follow)
     epochs = _effective(cfg, f"{node}.TRAIN.NUM_EPOCHS")
     for key, low, high, allowed in (
             (f"{node}.OPTIMIZER.WARMUP_EPOCHS", 0, epochs, f"epochs in [0, {epochs}]"),
-            (f"{node}.OPTIMIZER.LR_DECAY", 1e-12, 1, "a factor in (0, 1]"),
-            (f"{node}.TRAIN.LABEL_SMOOTHING", 0, 1 - 1e-12, "a number in [0, 1)"),
-            (f"{node}.TRAIN.MIXUP_ALPHA", 0, float("inf"), "a number >= 0 (0: no MixUp)")):
-        value = _get(cfg, key)
-        sentinel = follow and value == _FOLLOW_VICTIM[key][1]
-        _check(sentinel or low <= value <= high, key, value,
-               allowed + (" (or -1: as VICTIM)" if follow else ""))
+            (f"{node}.OPTIMIZER.LR_DECAY", 1e-12, 1, "a factor in (0, 1]")):
+        _check_range(cfg, key, low, high, allowed, follow)
     key = f"{node}.OPTIMIZER.MILESTONES"
     milestones = _get(cfg, key)
     _check(all(isinstance(m, int) and 0 < m < epochs for m in milestones)
@@ -255,8 +268,6 @@ def _check_recipe(cfg, node, follow):
     multistep = _effective(cfg, f"{node}.OPTIMIZER.SCHEDULER") == "multistep"
     _check(not multistep or _effective(cfg, key), key, _effective(cfg, key),
            f"at least one epoch for {node}.OPTIMIZER.SCHEDULER multistep")
-    key = f"{node}.TRAIN.AUGMENT"
-    _check_name(key, _get(cfg, key), AUGMENT_NAMES, follow)
 
 
 def dataset_info(cfg):
@@ -409,6 +420,8 @@ def assert_cfg(cfg):
                     follow_ok=True)
     _check_recipe(cfg, "VICTIM", follow=False)
     _check_recipe(cfg, "SHADOW", follow=True)
+    _check_schedule(cfg, "ATTACKER", follow=False)
+    _check_positive(cfg, ["ATTACKER.TRAIN.NUM_STEPS"], strict=False)
     _check_positive(cfg, ["SHADOW.TRAIN.MODELS_PER_PACK", "NUM_THREADS", "RNG_SEED",
                           "USE_GPU", "NUM_WORKERS"], strict=False)
     for key in ("VICTIM.CHECKPOINT", "VICTIM.MEMBERS"):

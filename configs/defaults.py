@@ -269,10 +269,17 @@ _C.ATTACKER.OPTIMIZER = CN()
 # Optimizer name, learning rate, weight decay, Adam betas, SGD momentum (the original:
 # lr 1e-4, weight decay 5e-4, which 5 epochs leave far from trained).
 _C.ATTACKER.OPTIMIZER.NAME = "adam"
-_C.ATTACKER.OPTIMIZER.ALPHA = 1e-3
+_C.ATTACKER.OPTIMIZER.ALPHA = 2e-3
 _C.ATTACKER.OPTIMIZER.GAMMA = 0.0
 _C.ATTACKER.OPTIMIZER.BETAS = [0.9, 0.999]
 _C.ATTACKER.OPTIMIZER.MOMENTUM = 0.0
+# Learning-rate schedule over each network's training, stepped after every optimizer
+# step; allowed as VICTIM.OPTIMIZER.SCHEDULER (the original: none). WARMUP_EPOCHS,
+# MILESTONES and LR_DECAY as there.
+_C.ATTACKER.OPTIMIZER.SCHEDULER = "cosine"
+_C.ATTACKER.OPTIMIZER.WARMUP_EPOCHS = 0.0
+_C.ATTACKER.OPTIMIZER.MILESTONES = []
+_C.ATTACKER.OPTIMIZER.LR_DECAY = 0.1
 # Loss registry key; allowed: bce (binary cross-entropy on the attack's logit).
 _C.ATTACKER.CRITERION = "bce"
 # Membership score (sigmoid of the attack's logit, higher = member) at or above
@@ -285,6 +292,10 @@ _C.ATTACKER.TRAIN.ENABLE = True
 _C.ATTACKER.TRAIN.DATASET = ""
 # Epochs (the most; VAL_SHADOWS picks the best) and mini-batch size of each attack model.
 _C.ATTACKER.TRAIN.NUM_EPOCHS = 30
+# Optimizer steps each network trains for: as many epochs as take NUM_STEPS steps, at most
+# NUM_EPOCHS, so that a run with few shadow records trains its attack models as long as
+# one with many does, and one with many no longer (0: NUM_EPOCHS epochs, the original).
+_C.ATTACKER.TRAIN.NUM_STEPS = 1000
 _C.ATTACKER.TRAIN.BATCH_SIZE = 256
 # Shadows whose records each network holds out to pick, per class, the epoch with the
 # lowest validation loss: network 0 of an ensemble the last VAL_SHADOWS shadows, network 1

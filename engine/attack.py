@@ -5,6 +5,7 @@ holds out the records of ATTACKER.TRAIN.VAL_SHADOWS shadows (a shadow's records 
 correlated, so whole shadows, not records), other shadows for each network of an
 ensemble, and keeps its weights from the epoch with the lowest loss on them."""
 
+import math
 import os
 from collections import defaultdict
 from functools import partial
@@ -15,6 +16,7 @@ import torch
 from attack_models import build_attack_model
 from engine.optim import build_optimizer, get_criterion
 from engine.pack import build_pack
+from engine.recipe import Recipe, build_scheduler
 from engine.shadows import shadow_fingerprint
 from engine.trainer import BestEpoch, cuda_step_graph, fit, seeded_models
 from utils.errors import RunError, UsageError
@@ -25,7 +27,8 @@ from utils.runtime import ROLE_ATTACK, derive_seed
 # Config keys that change what an attack model is, beside those that make its shadows
 # (engine.shadows.shadow_fingerprint) and how many shadows there are.
 ATTACK_KEYS = ("ATTACKER.MODEL", "ATTACKER.OPTIMIZER", "ATTACKER.CRITERION",
-               "ATTACKER.TRAIN.NUM_EPOCHS", "ATTACKER.TRAIN.BATCH_SIZE",
+               "ATTACKER.TRAIN.NUM_EPOCHS", "ATTACKER.TRAIN.NUM_STEPS",
+               "ATTACKER.TRAIN.BATCH_SIZE",
                "ATTACKER.TRAIN.VAL_SHADOWS", "ATTACKER.TEST.ROUTING", "SHADOW.NUM_MODELS")
 
 
@@ -67,8 +70,18 @@ def load_attack_models(cfg, folder, fp=None):
     return models
 
 
+def attack_epochs(train_cfg, n):
+    """Epochs of an attack network with n training rows: as many as take
+    ATTACKER.TRAIN.NUM_STEPS optimizer steps, at most NUM_EPOCHS (NUM_STEPS 0: NUM_EPOCHS)."""
+    if not train_cfg.NUM_STEPS:
+        return train_cfg.NUM_EPOCHS
+    per_epoch = math.ceil(n / train_cfg.BATCH_SIZE)
+    return min(train_cfg.NUM_EPOCHS, math.ceil(train_cfg.NUM_STEPS / per_epoch))
+
+
 def fit_attack_models(ctx, parts, seed_ids, names, columns, in_features=None, held=None):
-    """Train one ATTACKER.MODEL per name with the ATTACKER recipe, all as one pack: model
+    """Train one ATTACKER.MODEL per name with the ATTACKER recipe (attack_epochs epochs under
+    ATTACKER.OPTIMIZER's learning-rate schedule), all as one pack: model
     j on parts[j] = (x (n_j, F) float32 posteriors, y (n_j,) 1/0, (n_j,) shadow ids or
     None), initialised from seed_ids[j], its own class in input column columns[j]. Each
     model's input scaling is fitted to its records and applied once; the networks behind
@@ -119,10 +132,15 @@ def fit_attack_models(ctx, parts, seed_ids, names, columns, in_features=None, he
                 ctx.tsv.row(stage="attack", model=name, epoch=epoch + 1, metric="val_loss",
                             value=val_loss)
 
-    fit(pack, x, y.to(ctx.device), idx,
-        epochs=cfg.ATTACKER.TRAIN.NUM_EPOCHS, batch_size=cfg.ATTACKER.TRAIN.BATCH_SIZE,
-        optimizer=build_optimizer(pack.parameters(), cfg.ATTACKER.OPTIMIZER, ctx.device),
-        criterion=criterion, seeds=net_seeds,
+    train = cfg.ATTACKER.TRAIN
+    epochs = attack_epochs(train, n)
+    optimizer = build_optimizer(pack.parameters(), cfg.ATTACKER.OPTIMIZER, ctx.device)
+    recipe = Recipe(optimizer, criterion, build_scheduler(
+        optimizer, cfg.ATTACKER.OPTIMIZER, math.ceil(n / train.BATCH_SIZE), epochs))
+    ctx.log.info("attack models %s: %d epochs of %d rows", names[0] + ("+" if len(nets) > 1
+                 else ""), epochs, n)
+    fit(pack, x, y.to(ctx.device), idx, epochs=epochs, batch_size=train.BATCH_SIZE,
+        recipe=recipe, seeds=net_seeds,
         desc=f"train {names[0]}" + ("+" if len(nets) > 1 else ""), on_epoch=on_epoch,
         step_graph=cuda_step_graph(cfg.CUDA_GRAPHS, ctx.device))
     if best is not None:

@@ -11,6 +11,8 @@ trains); an MLP per class (64-64 ReLU, Adam 1e-3, batch 256, 20 epochs, standard
 posteriors); the global loss threshold. Prints a markdown table of AUC and TPR at 1 % and
 0.1 % FPR (utils/metrics.py) and each row's training seconds. The victim's posteriors
 are recomputed from victim/checkpoint.pth and splits.npz; nothing in RUN_DIR is written.
+--shokri-only: the first row alone (the reference classifiers take minutes on a default
+run; the quick way to try attack settings).
 """
 
 import argparse
@@ -128,8 +130,9 @@ def figures(membership, scores):
     return auc_score(m, s), tpr["0.01"], tpr["0.001"]
 
 
-def compare(run_dir, opts=(), log=print):
-    """[(name, AUC, TPR@1%, TPR@0.1%, seconds)]: the run's shokri settings first."""
+def compare(run_dir, opts=(), log=print, references=True):
+    """[(name, AUC, TPR@1%, TPR@0.1%, seconds)]: the run's shokri settings first, then
+    (references) the reference classifiers."""
     ctx, data, victim = load_run(run_dir, opts)
     cfg = ctx.cfg
     attack_data = AttackData.load(os.path.join(cfg.ATTACKER.TRAIN.CHECKPOINT_DIR,
@@ -138,7 +141,7 @@ def compare(run_dir, opts=(), log=print):
     membership = np.r_[np.ones(len(data.splits["eval_in"])),
                        np.zeros(len(data.splits["eval_out"]))]
     runs = {"shokri (run's settings)": lambda: shokri_scores(ctx, attack_data, v),
-            **reference_scores(cfg, attack_data, v)}
+            **(reference_scores(cfg, attack_data, v) if references else {})}
     rows = []
     for name, score_fn in runs.items():
         start = time.perf_counter()
@@ -164,9 +167,11 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("run_dir", help="a finished run folder (config.yaml, splits.npz, victim/, "
                                    "attacker_files/attack_data_train)")
+    p.add_argument("--shokri-only", action="store_true",
+                   help="train and score shokri alone, not the reference classifiers")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs for shokri's settings")
     args = p.parse_args(argv)
-    print(table(compare(args.run_dir, args.opts)))
+    print(table(compare(args.run_dir, args.opts, references=not args.shokri_only)))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from attack_models import FCNet, RankFeatures, build_attack_model
 from configs.config import build_cfg
 from conftest import REPO
 from datasets.attack_data import AttackData
-from engine.attack import build_attack, held_out_shadows, train_attack_models
+from engine.attack import attack_epochs, build_attack, held_out_shadows, train_attack_models
 from engine.pack import ModelPack
 from utils.errors import RunError, UsageError
 from utils.metrics import auc_score
@@ -203,10 +203,48 @@ def test_attack_config_errors_name_the_key_and_what_is_allowed():
     with pytest.raises(UsageError, match="ATTACKER.MODEL.INPUT_SCALING: bad value 'sqrt'; "
                                          "allowed: log, none, rank"):
         build_cfg("", ["ATTACKER.MODEL.INPUT_SCALING", "sqrt"])
+    with pytest.raises(UsageError, match="ATTACKER.OPTIMIZER.SCHEDULER: bad value 'step'; "
+                                         "allowed: cosine, multistep, none, onecycle"):
+        build_cfg("", ["ATTACKER.OPTIMIZER.SCHEDULER", "step"])
+    with pytest.raises(UsageError, match="ATTACKER.TRAIN.NUM_STEPS: bad value -5; allowed: "
+                                         "an integer >= 0"):
+        build_cfg("", ["ATTACKER.TRAIN.NUM_STEPS", "-5"])
     data = _attack_data()
     data.keep_shadows([0])
     with pytest.raises(RunError, match="VAL_SHADOWS 1 leaves none of the 1 shadows"):
         train_attack_models(_ctx("ATTACKER.TRAIN.VAL_SHADOWS", "1"), data)
+
+
+def test_attack_networks_train_num_steps_steps_at_most_num_epochs_epochs():
+    train = build_cfg("")[0].ATTACKER.TRAIN  # defaults: 1000 steps of 256, at most 30 epochs
+    assert attack_epochs(train, 27000) == 10  # the default run: 106 steps an epoch
+    assert attack_epochs(train, 3500) == 30  # the quick preset: 14 steps an epoch
+    assert attack_epochs(train, 300000) == 1  # ml_leaks: all classes' records
+    train.NUM_STEPS = 0
+    assert attack_epochs(train, 27000) == 30
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "none"])
+def test_attack_models_train_under_the_attackers_learning_rate_schedule(monkeypatch, scheduler):
+    seen = {}
+    fit = engine.attack.fit
+
+    def spy(pack, x, y, idx, **kw):
+        seen.update(kw, n=idx.shape[1])
+        return fit(pack, x, y, idx, **kw)
+
+    monkeypatch.setattr(engine.attack, "fit", spy)
+    ctx = _ctx("ATTACKER.OPTIMIZER.SCHEDULER", scheduler, "ATTACKER.TRAIN.NUM_STEPS", "20",
+               "ATTACKER.TRAIN.BATCH_SIZE", "32", "ATTACKER.TRAIN.VAL_SHADOWS", "0")
+    train_attack_models(ctx, _attack_data())
+    assert seen["n"] == SHADOWS * N // C  # 160 rows: 5 steps an epoch, 4 epochs for 20 steps
+    assert seen["epochs"] == 4 == attack_epochs(ctx.cfg.ATTACKER.TRAIN, seen["n"])
+    recipe = seen["recipe"]
+    lr = recipe.optimizer.param_groups[0]["lr"]
+    if scheduler == "none":
+        assert recipe.scheduler is None and lr == 0.01
+    else:  # half a cosine over the 20 steps: down to 0 after the last
+        assert recipe.scheduler.last_epoch == 20 and lr == pytest.approx(0, abs=1e-12)
 
 
 def test_original_attack_preset_restores_the_original_recipe():
@@ -216,6 +254,7 @@ def test_original_attack_preset_restores_the_original_recipe():
     assert (a.OPTIMIZER.NAME, a.OPTIMIZER.ALPHA, a.OPTIMIZER.GAMMA) == ("adam", 1e-4, 5e-4)
     assert (a.TRAIN.NUM_EPOCHS, a.TRAIN.BATCH_SIZE, a.TRAIN.VAL_SHADOWS) == (5, 64, 0)
     assert (a.MODEL.BATCH_NORM, a.MODEL.ENSEMBLE) == (True, 1)
+    assert (a.OPTIMIZER.SCHEDULER, a.TRAIN.NUM_STEPS) == ("none", 0)  # 5 epochs, constant lr
 
 
 @pytest.mark.parametrize("routing", ["label", "argmax"])

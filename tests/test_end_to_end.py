@@ -251,3 +251,5 @@ def test_compare_attack_models_scores_the_runs_own_attack_beside_the_references(
     assert rows[0][1] == pytest.approx(m["overall"]["auc"], abs=1e-6)
     assert all(0.5 < auc <= 1 and 0 <= t01 <= t1 <= 1 for _, auc, t1, t01, _ in rows)
     assert table(rows).count("\n") == len(rows) + 1
+    alone = compare(str(tiny_run), log=lambda line: None, references=False)  # --shokri-only
+    assert [r[:4] for r in alone] == [rows[0][:4]]
