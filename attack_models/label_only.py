@@ -4,7 +4,7 @@ copies of it (horizontal flips and small translations). Members, fitted on, stay
 under augmentation more often. Higher = more likely member.
 """
 
-import torch.nn.functional as F
+from attack_models.queries import apply_view
 
 
 def augmentations(num_queries, max_shift):
@@ -29,12 +29,6 @@ def max_queries(max_shift):
 
 def augment(x, flip, dy, dx):
     """(B, C, H, W) images flipped left-right (when flip), then moved dy pixels down and dx
-    right, the uncovered border zero (the normalised records' mean)."""
-    if flip:
-        x = x.flip(-1)
-    if dy == 0 and dx == 0:
-        return x
-    h, w = x.shape[-2:]
-    pad = max(abs(dy), abs(dx))
-    x = F.pad(x, (pad, pad, pad, pad))
-    return x[..., pad - dy:pad - dy + h, pad - dx:pad - dx + w].contiguous()
+    right, the uncovered border zero (the normalised records' mean): a query view whose
+    crop moves the other way, over zero padding."""
+    return apply_view(x, (flip, -dy, -dx), border="constant")

@@ -29,9 +29,11 @@ def get_query_views(num):
     return QUERY_VIEWS[num]
 
 
-def apply_view(x, view):
+def apply_view(x, view, border="reflect"):
     """(B, C, H, W) images -> the same images seen through `view` (same shape): mirrored
-    left-right if asked, then shifted by (dy, dx) pixels with reflected borders."""
+    left-right if asked, then the crop moved by (dy, dx) pixels over the padded image
+    (its content moves up and left), the borders reflected (border "reflect") or zero
+    ("constant")."""
     mirror, dy, dx = view
     if mirror:
         x = x.flip(-1)
@@ -39,7 +41,7 @@ def apply_view(x, view):
         return x
     pad = max(abs(dy), abs(dx))
     h, w = x.shape[-2:]
-    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    padded = F.pad(x, (pad, pad, pad, pad), mode=border)
     return padded[..., pad + dy:pad + dy + h, pad + dx:pad + dx + w].contiguous()
 
 
