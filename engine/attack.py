@@ -137,11 +137,11 @@ def fit_attack_models(ctx, parts, seed_ids, names, columns, in_features=None, he
     optimizer = build_optimizer(pack.parameters(), cfg.ATTACKER.OPTIMIZER, ctx.device)
     recipe = Recipe(optimizer, criterion, build_scheduler(
         optimizer, cfg.ATTACKER.OPTIMIZER, math.ceil(n / train.BATCH_SIZE), epochs))
-    ctx.log.info("attack models %s: %d epoch%s of %d rows", names[0] + ("+" if len(nets) > 1
-                 else ""), epochs, "" if epochs == 1 else "s", n)
+    label = names[0] + ("+" if len(nets) > 1 else "")
+    ctx.log.info("attack models %s: %d epoch%s of %d rows", label, epochs,
+                 "" if epochs == 1 else "s", n)
     fit(pack, x, y.to(ctx.device), idx, epochs=epochs, batch_size=train.BATCH_SIZE,
-        recipe=recipe, seeds=net_seeds,
-        desc=f"train {names[0]}" + ("+" if len(nets) > 1 else ""), on_epoch=on_epoch,
+        recipe=recipe, seeds=net_seeds, desc=f"train {label}", on_epoch=on_epoch,
         step_graph=cuda_step_graph(cfg.CUDA_GRAPHS, ctx.device))
     if best is not None:
         ctx.log.info("attack models: epoch of lowest validation loss %s",
