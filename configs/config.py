@@ -366,11 +366,20 @@ def _check_sizes(cfg, num_train, num_test, members=0):
             f"each shadow {shadow_size} records (SHADOW.TRAIN.SET_SIZE"
             + (f", as the victim's); use at most {train // 3} members, or set it <= {half}"
                if cfg.SHADOW.TRAIN.SET_SIZE == -1 else f"); set it <= {half}"))
-    _check(shadow_size <= half, "SHADOW.TRAIN.SET_SIZE", cfg.SHADOW.TRAIN.SET_SIZE,
-           f"1 .. {half} (half of the {train - pool}-record shadow pool)")
-    if cfg.SHADOW.SAMPLING == "random_half" and not cfg.ATTACKER.TEST.DATA_PATH:
+    if cfg.SHADOW.SAMPLING != "random_half" or cfg.ATTACKER.TEST.DATA_PATH:
+        _check(shadow_size <= half, "SHADOW.TRAIN.SET_SIZE", cfg.SHADOW.TRAIN.SET_SIZE,
+               f"1 .. {half} (half of the {train - pool}-record shadow pool)")
+    else:  # a population of the evaluated records and shadow-pool filler, 2 x SET_SIZE
         n_in = victim_size
         targets = 2 * min(n_in, num_test) if cfg.ATTACKER.TEST.BALANCED else n_in + num_test
+        most = (train - pool - 1 + targets) // 2
+        while most > 0 and filler_size(targets, most) >= train - pool:
+            most -= 1
+        _check(shadow_size <= most, "SHADOW.TRAIN.SET_SIZE", cfg.SHADOW.TRAIN.SET_SIZE,
+               f"1 .. {most} (random_half: each shadow trains on half of a population of "
+               f"the {targets} evaluated records plus shadow-pool records, which must leave "
+               f"one of the {train - pool} shadow-pool records at least for "
+               f"ATTACKER.RMIA.NUM_POPULATION)")
         filler, population = filler_size(targets, shadow_size), cfg.ATTACKER.RMIA.NUM_POPULATION
         _check(filler + population <= train - pool, "ATTACKER.RMIA.NUM_POPULATION", population,
                f"1 .. {train - pool - filler} (random_half shadows take {filler} of the "

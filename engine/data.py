@@ -119,7 +119,8 @@ def build_data(ctx):
         raise UsageError(f"VICTIM.TRAIN.SET_SIZE: {cfg.VICTIM.TRAIN.SET_SIZE} exceeds the "
                          f"{len(splits['victim_pool'])}-record victim pool")
     half = min(len(splits["shadow_in_pool"]), len(splits["shadow_out_pool"]))
-    if cfg.SHADOW.TRAIN.SET_SIZE > half:
+    # (random_half shadows draw from a population instead: engine.shadows.reference_records)
+    if cfg.SHADOW.SAMPLING == "disjoint" and cfg.SHADOW.TRAIN.SET_SIZE > half:
         raise UsageError(f"SHADOW.TRAIN.SET_SIZE: {cfg.SHADOW.TRAIN.SET_SIZE} exceeds the "
                          f"{half}-record shadow pool half")
     # a victim trained outside the toolkit trained on exactly its members

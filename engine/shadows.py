@@ -302,9 +302,14 @@ def reference_records(cfg, data):
     "records" = P then z; None in disjoint sampling."""
     if cfg.SHADOW.SAMPLING != "random_half":
         return None
-    ref = reference_population(data.splits, data.train_y.cpu().numpy(), len(data.train_y),
-                               cfg.SHADOW.TRAIN.SET_SIZE, cfg.ATTACKER.RMIA.NUM_POPULATION,
-                               cfg.RNG_SEED)
+    try:
+        ref = reference_population(data.splits, data.train_y.cpu().numpy(), len(data.train_y),
+                                   cfg.SHADOW.TRAIN.SET_SIZE, cfg.ATTACKER.RMIA.NUM_POPULATION,
+                                   cfg.RNG_SEED)
+    except ValueError as e:  # splits from a file: sizes the config check could not see
+        raise UsageError(f"SHADOW.TRAIN.SET_SIZE {cfg.SHADOW.TRAIN.SET_SIZE} with "
+                         f"ATTACKER.RMIA.NUM_POPULATION {cfg.ATTACKER.RMIA.NUM_POPULATION}: "
+                         f"{e}") from None
     ref["records"] = np.r_[ref["pool"], ref["population"]]
     return ref
 

@@ -166,6 +166,9 @@ BAD = [
     (["DATASET.NAME", "texas100", "VICTIM.MODEL.ARCH", "mlp", "DATASET.TEST_FRACTION", "0.5",
       "SHADOW.TRAIN.SET_SIZE", "9333"],
      "SHADOW.TRAIN.SET_SIZE: bad value 9333; allowed: 1 .. 9332 (half of the 18665-record"),
+    (["SHADOW.SAMPLING", "random_half", "SHADOW.TRAIN.SET_SIZE", "27500"],
+     "SHADOW.TRAIN.SET_SIZE: bad value 27500; allowed: 1 .. 27499 (random_half: each shadow "
+     "trains on half of a population of the 20000 evaluated records plus shadow-pool records"),
     (["SHADOW.SAMPLING", "random_half", "ATTACKER.RMIA.NUM_POPULATION", "25001"],
      "ATTACKER.RMIA.NUM_POPULATION: bad value 25001; allowed: 1 .. 25000 (random_half shadows "
      "take 10000 of the 35000-record shadow pool besides the 20000 evaluated records)"),
