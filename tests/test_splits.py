@@ -1,15 +1,21 @@
 """Splits: disjoint, class-balanced, reproducible; shadow draws; pack boundaries."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
+import torch
 
+from configs.config import build_cfg
 from datasets.splits import (
     build_eval_set,
     sample_victim_train,
     split_victim_shadow,
     stratified_sample,
 )
+from engine.shadows import reference_records
 from shadow_models import draw_shadow_records, pack_ranges
+from utils.errors import UsageError
 
 LABELS = np.repeat(np.arange(10), 5000)[np.random.default_rng(0).permutation(50000)]
 
@@ -71,3 +77,19 @@ def test_pack_ranges_cover_all_ids_in_near_equal_packs(n, k, sizes):
     packs = pack_ranges(n, k)
     assert [len(p) for p in packs] == sizes
     assert [i for p in packs for i in p] == list(range(n))
+
+
+def test_random_half_population_may_exceed_a_pool_half_and_a_short_pool_is_a_usage_error():
+    s = split_victim_shadow(LABELS, 25000, seed=0)  # shadow pool 25000: halves of 12500
+    splits = {**s, "eval_in": s["victim_pool"][:10000], "eval_out": np.arange(10000)}
+    data = SimpleNamespace(splits=splits, train_y=torch.as_tensor(LABELS))
+    cfg, _ = build_cfg("", ["SHADOW.SAMPLING", "random_half", "DATASET.VICTIM_POOL_SIZE",
+                            "25000", "VICTIM.TRAIN.SET_SIZE", "25000",
+                            "SHADOW.TRAIN.SET_SIZE", "20000"])
+    ref = reference_records(cfg, data)  # each shadow trains on 20000 > 12500 records
+    assert len(ref["pool"]) == 40000 and ref["num_targets"] == 20000
+    assert len(ref["population"]) == 2500 and not set(ref["pool"]) & set(ref["population"])
+    short = {**splits, "shadow_out_pool": s["shadow_out_pool"][:5000]}  # as a splits file may
+    with pytest.raises(UsageError, match=r"SHADOW.TRAIN.SET_SIZE 20000 with "
+                                         r"ATTACKER.RMIA.NUM_POPULATION 2500: the shadow pool"):
+        reference_records(cfg, SimpleNamespace(splits=short, train_y=data.train_y))
