@@ -1,4 +1,5 @@
-"""Splits: disjoint, class-balanced, reproducible; shadow draws; pack boundaries."""
+"""Splits: disjoint, class-balanced, reproducible; shadow draws; random_half's population; pack
+boundaries."""
 
 from types import SimpleNamespace
 
