@@ -366,15 +366,15 @@ def _check_sizes(cfg, num_train, num_test, members=0):
             f"each shadow {shadow_size} records (SHADOW.TRAIN.SET_SIZE"
             + (f", as the victim's); use at most {train // 3} members, or set it <= {half}"
                if cfg.SHADOW.TRAIN.SET_SIZE == -1 else f"); set it <= {half}"))
-    if cfg.SHADOW.SAMPLING != "random_half" or cfg.ATTACKER.TEST.DATA_PATH:
+    if cfg.SHADOW.SAMPLING == "disjoint":
         _check(shadow_size <= half, "SHADOW.TRAIN.SET_SIZE", cfg.SHADOW.TRAIN.SET_SIZE,
                f"1 .. {half} (half of the {train - pool}-record shadow pool)")
-    else:  # a population of the evaluated records and shadow-pool filler, 2 x SET_SIZE
+    elif not cfg.ATTACKER.TEST.DATA_PATH:  # (with one, the run checks: reference_records)
+        # a population of the evaluated records and 2 x SET_SIZE - targets shadow-pool
+        # records (filler_size), which must leave one of the pool at least
         n_in = victim_size
         targets = 2 * min(n_in, num_test) if cfg.ATTACKER.TEST.BALANCED else n_in + num_test
         most = (train - pool - 1 + targets) // 2
-        while most > 0 and filler_size(targets, most) >= train - pool:
-            most -= 1
         _check(shadow_size <= most, "SHADOW.TRAIN.SET_SIZE", cfg.SHADOW.TRAIN.SET_SIZE,
                f"1 .. {most} (random_half: each shadow trains on half of a population of "
                f"the {targets} evaluated records plus shadow-pool records, which must leave "
