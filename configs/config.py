@@ -39,6 +39,7 @@ _FOLLOW_VICTIM = {
     "SHADOW.OPTIMIZER.WARMUP_EPOCHS": ("VICTIM.OPTIMIZER.WARMUP_EPOCHS", -1.0),
     "SHADOW.OPTIMIZER.MILESTONES": ("VICTIM.OPTIMIZER.MILESTONES", []),
     "SHADOW.OPTIMIZER.LR_DECAY": ("VICTIM.OPTIMIZER.LR_DECAY", -1.0),
+    "SHADOW.OPTIMIZER.NORM_BIAS_LR_SCALE": ("VICTIM.OPTIMIZER.NORM_BIAS_LR_SCALE", -1.0),
     "SHADOW.CRITERION": ("VICTIM.CRITERION", ""),
     "SHADOW.TRAIN.NUM_EPOCHS": ("VICTIM.TRAIN.NUM_EPOCHS", -1),
     "SHADOW.TRAIN.BATCH_SIZE": ("VICTIM.TRAIN.BATCH_SIZE", -1),
@@ -55,12 +56,14 @@ _FOLLOW_VICTIM_ARCH = {
     "SHADOW.MODEL.LAYER_DIMS": ("VICTIM.MODEL.LAYER_DIMS", []),
     "SHADOW.MODEL.DEPTH": ("VICTIM.MODEL.DEPTH", -1),
     "SHADOW.MODEL.WIDTH": ("VICTIM.MODEL.WIDTH", -1),
+    "SHADOW.MODEL.INIT": ("VICTIM.MODEL.INIT", ""),
 }
 # Keys naming the run's data set again (the original toolkit's); empty: DATASET.NAME.
 _DATASET_KEYS = ("SHADOW.TRAIN.DATASET", "ATTACKER.TRAIN.DATASET", "ATTACKER.TEST.DATASET")
 _ROUTINGS = ("label", "argmax")
 _SAMPLINGS = ("disjoint", "random_half")
 _LIRA_ESTIMATORS = ("mean", "median")
+_INITS = ("default", "airbench")  # MODEL.INIT
 # Largest learning rate accepted: far past any useful one, well inside float32.
 _MAX_LR = 1e6
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -238,7 +241,8 @@ def _check_recipe(cfg, node, follow):
     _check_schedule(cfg, node, follow)
     for key, low, high, allowed in (
             (f"{node}.TRAIN.LABEL_SMOOTHING", 0, 1 - 1e-12, "a number in [0, 1)"),
-            (f"{node}.TRAIN.MIXUP_ALPHA", 0, float("inf"), "a number >= 0 (0: no MixUp)")):
+            (f"{node}.TRAIN.MIXUP_ALPHA", 0, float("inf"), "a number >= 0 (0: no MixUp)"),
+            (f"{node}.OPTIMIZER.NORM_BIAS_LR_SCALE", 1e-12, _MAX_LR, "a factor > 0")):
         _check_range(cfg, key, low, high, allowed, follow)
     key = f"{node}.TRAIN.AUGMENT"
     _check_name(key, _get(cfg, key), AUGMENT_NAMES, follow)
@@ -310,10 +314,17 @@ def _check_dataset(cfg, info):
         dims = cfg[node].MODEL.LAYER_DIMS
         _check(all(isinstance(d, int) and d > 0 for d in dims), f"{node}.MODEL.LAYER_DIMS", dims,
                "a list of positive integers (hidden layer widths), or []")
-        options = [_get(cfg, f"{node}.MODEL.{k}") for k in ("LAYER_DIMS", "DEPTH", "WIDTH")]
+        keys = [f"{node}.MODEL.{k}" for k in ("LAYER_DIMS", "DEPTH", "WIDTH", "INIT")]
+        options = [_get(cfg, key) for key in keys]
         if node == "SHADOW" and arch == cfg.VICTIM.MODEL.ARCH:
-            options = [_get(cfg, victim) if _get(cfg, key) == follow else _get(cfg, key)
-                       for key, (victim, follow) in _FOLLOW_VICTIM_ARCH.items()]
+            options = [_get(cfg, _FOLLOW_VICTIM_ARCH[key][0])
+                       if _get(cfg, key) == _FOLLOW_VICTIM_ARCH[key][1] else _get(cfg, key)
+                       for key in keys]
+        init, as_victim = options.pop(), node == "SHADOW" and arch == cfg.VICTIM.MODEL.ARCH
+        _check(init in _INITS + (("",) if node == "SHADOW" else ()), keys[-1], init,
+               ", ".join(_INITS) + (" (or empty: as VICTIM)" if as_victim else ""))
+        _check(init != "airbench" or arch == "fastnet", keys[-1], init,
+               f"default for {arch} (airbench is fastnet's initialisation)")
         # a user's module:Class is imported by the builder, not by the config checks
         problem = "" if is_import_path(arch) else check_model(arch, info.shape, *options)
         if problem:
@@ -580,6 +591,8 @@ def infer_cfg(cfg):
                 and _get(cfg, victim_key) != follow:
             value = _get(cfg, victim_key)
             put(key, list(value) if isinstance(value, list) else value)
+    if not cfg.SHADOW.MODEL.INIT:  # another architecture than the victim's
+        put("SHADOW.MODEL.INIT", "default")
     for key, (victim_key, follow) in _FOLLOW_VICTIM.items():
         if _get(cfg, key) == follow:
             put(key, _get(cfg, victim_key))

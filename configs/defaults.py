@@ -83,6 +83,10 @@ _C.VICTIM.MODEL.LAYER_DIMS = []
 # architecture's own (28 and 2: WRN-28-2, LiRA's CIFAR-10 model). Other architectures: -1.
 _C.VICTIM.MODEL.DEPTH = -1
 _C.VICTIM.MODEL.WIDTH = -1
+# Initialisation; allowed: default (the architecture's own), airbench (fastnet only,
+# airbench94's: dirac 3x3 convolutions, the stem whitening the 2x2 patches of the model's
+# first 5000 training records, its weight frozen).
+_C.VICTIM.MODEL.INIT = "default"
 _C.VICTIM.OPTIMIZER = CN()
 # Optimizer registry key; allowed: adam, adamw, sgd.
 _C.VICTIM.OPTIMIZER.NAME = "adam"
@@ -107,6 +111,9 @@ _C.VICTIM.OPTIMIZER.WARMUP_EPOCHS = 0.0
 # For multistep: the epochs after which the learning rate is multiplied by LR_DECAY.
 _C.VICTIM.OPTIMIZER.MILESTONES = []
 _C.VICTIM.OPTIMIZER.LR_DECAY = 0.1
+# Batch-norm biases train at ALPHA x this, with weight decay GAMMA / this (the decay per
+# SGD step unchanged); 1.0: as every other weight. airbench94: 64.
+_C.VICTIM.OPTIMIZER.NORM_BIAS_LR_SCALE = 1.0
 # Loss registry key; allowed: ce (cross-entropy on logits).
 _C.VICTIM.CRITERION = "ce"
 _C.VICTIM.TRAIN = CN()
@@ -169,6 +176,9 @@ _C.SHADOW.MODEL.LAYER_DIMS = []
 # architecture is the victim's, else the architecture's own.
 _C.SHADOW.MODEL.DEPTH = -1
 _C.SHADOW.MODEL.WIDTH = -1
+# Initialisation (as VICTIM.MODEL.INIT); empty: as VICTIM when the architecture is the
+# victim's, else default.
+_C.SHADOW.MODEL.INIT = ""
 _C.SHADOW.OPTIMIZER = CN()
 # Optimizer name, learning rate (ALPHA), weight decay (GAMMA), Adam betas, SGD
 # momentum, each as VICTIM.OPTIMIZER.*; empty, -1 or []: as VICTIM.
@@ -184,6 +194,8 @@ _C.SHADOW.OPTIMIZER.SCHEDULER = ""
 _C.SHADOW.OPTIMIZER.WARMUP_EPOCHS = -1.0
 _C.SHADOW.OPTIMIZER.MILESTONES = []
 _C.SHADOW.OPTIMIZER.LR_DECAY = -1.0
+# Batch-norm bias learning-rate scale (as VICTIM.OPTIMIZER.NORM_BIAS_LR_SCALE); -1: as VICTIM.
+_C.SHADOW.OPTIMIZER.NORM_BIAS_LR_SCALE = -1.0
 # Loss registry key (as VICTIM.CRITERION); empty: as VICTIM.
 _C.SHADOW.CRITERION = ""
 _C.SHADOW.TRAIN = CN()

@@ -9,11 +9,12 @@ import torch
 from attack_models.label_only import augment, augmentations
 from attack_models.queries import get_query_views, query_views
 from engine.dp import PrivateTraining, dp_enabled
-from engine.optim import build_optimizer, get_criterion
-from engine.pack import ModelList, build_pack
+from engine.optim import build_optimizer, classifier_param_groups, get_criterion
+from engine.pack import NORM_TYPES, ModelList, build_pack
 from engine.recipe import build_recipe
 from engine.trainer import BestEpoch, cuda_step_graph, fit, predict, seeded_models
 from victims import build_model
+from victims.cifar_nets import WHITEN_RECORDS, airbench_init
 from victims.release import release_with_logits
 
 # Records per forward pass at inference (memory-bound, not a result-changing number).
@@ -27,13 +28,20 @@ def model_options(node):
     return dict(layer_dims=node.MODEL.LAYER_DIMS, depth=node.MODEL.DEPTH, width=node.MODEL.WIDTH)
 
 
-def build_classifier_pack(node, cfg, inputs, input_shape, seeds, device, states=None):
+def build_classifier_pack(node, cfg, inputs, input_shape, seeds, device, states=None,
+                          train_idx=None):
     """A pack (engine.pack.build_pack) of len(seeds) fresh `node.MODEL.ARCH` classifiers
-    for records of input_shape, member j initialised from seeds[j] (or holding the
-    weights states[j]); inputs: (N, ...) the records it will see (build_pack probes a
+    for records of input_shape, member j initialised from seeds[j] (and with
+    node.MODEL.INIT airbench from its training records inputs[train_idx[j]]) or holding
+    the weights states[j]; inputs: (N, ...) the records it will see (build_pack probes a
     few)."""
     models = seeded_models(lambda: build_model(node.MODEL.ARCH, cfg.VICTIM.NUM_CLASSES,
                                                input_shape, **model_options(node)), seeds)
+    if node.MODEL.INIT == "airbench":
+        for j, model in enumerate(models):
+            own = None if states or train_idx is None else inputs[
+                torch.as_tensor(train_idx[j][:WHITEN_RECORDS], device=inputs.device)]
+            airbench_init(model, own)
     for model, state in zip(models, states or []):
         model.load_state_dict(state)
     channels_last = len(seeds) > 1 or device.type == "cuda"
@@ -91,9 +99,10 @@ def train_classifiers(ctx, data, node, seeds, train_idx, names, stop=None, check
     if dp_enabled(ctx.cfg):
         return train_private(ctx, data, node, seeds, train_idx, names, stop)
     pack = build_classifier_pack(node, ctx.cfg, data.all_x, data.input_shape, seeds,
-                                 ctx.device)
+                                 ctx.device, train_idx=train_idx)
     steps_per_epoch = math.ceil(train_idx.shape[1] / node.TRAIN.BATCH_SIZE)
-    recipe = build_recipe(node, pack.parameters(), ctx.device, steps_per_epoch)
+    recipe = build_recipe(node, classifier_param_groups(pack, node.OPTIMIZER, NORM_TYPES),
+                          ctx.device, steps_per_epoch)
     idx = torch.as_tensor(train_idx, device=ctx.device)
     on_epoch, best = _on_epoch(ctx, names), None
     if node.TRAIN.EARLY_STOP_PATIENCE > 0:

@@ -43,12 +43,31 @@ CRITERIA = {"classifier": {"ce": _ce}, "attack": {"bce": _bce}}
 
 
 def build_optimizer(params, cfg_opt, device):
-    """The optimizer named by cfg_opt.NAME over `params`, with fused kernels on CPU and
-    CUDA (one kernel per step instead of one per tensor; it matters most for the many
-    small steps of attack-model training)."""
+    """The optimizer named by cfg_opt.NAME over `params` (tensors, or param groups as
+    torch.optim takes them), with fused kernels on CPU and CUDA (one kernel per step
+    instead of one per tensor; it matters most for the many small steps of attack-model
+    training)."""
     if cfg_opt.NAME not in OPTIMIZERS:
         raise UsageError(f"unknown optimizer '{cfg_opt.NAME}'; allowed: {', '.join(OPTIMIZERS)}")
     return OPTIMIZERS[cfg_opt.NAME](list(params), cfg_opt, device.type in ("cpu", "cuda"))
+
+
+def classifier_param_groups(model, cfg_opt, norm_types):
+    """model's parameters for build_optimizer: one group, or with
+    cfg_opt.NORM_BIAS_LR_SCALE s != 1 two, the biases of the modules of norm_types
+    (batch norms, stacked in a pack or not) at learning rate ALPHA x s and weight decay
+    GAMMA / s (so lr x decay, SGD's and AdamW's decay per step, is unchanged)."""
+    scale = cfg_opt.get("NORM_BIAS_LR_SCALE", 1.0)
+    if scale == 1.0:
+        return list(model.parameters())
+    biases = {id(m.bias): m.bias for m in model.modules()
+              if isinstance(m, norm_types) and m.bias is not None}
+    rest = [p for p in model.parameters() if id(p) not in biases]
+    groups = [{"params": rest}]
+    if biases:
+        groups.append({"params": list(biases.values()), "lr": cfg_opt.ALPHA * scale,
+                       "weight_decay": cfg_opt.GAMMA / scale})
+    return groups
 
 
 def get_criterion(kind, name):

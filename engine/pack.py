@@ -346,6 +346,10 @@ class _StackedBatchNorm(nn.Module):
         return state
 
 
+# Batch norms, as a model has them and as a pack stacks them (NORM_BIAS_LR_SCALE).
+NORM_TYPES = (nn.modules.batchnorm._BatchNorm, _GroupedBatchNorm1d, _StackedBatchNorm)
+
+
 def _stacked(join, tensors):
     """One parameter joining the members' (torch.cat or torch.stack), trainable as theirs."""
     return nn.Parameter(join([t.detach() for t in tensors]), requires_grad=tensors[0].requires_grad)
