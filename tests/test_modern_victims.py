@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+import torch
 import yaml
 
 import run_attack
@@ -65,6 +66,11 @@ def test_lira_and_rmia_presets_run_tiny(preset, data_root, tmp_path):
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["ATTACKER"]["QUERY_AUGMENTATIONS"] == 2 and cfg["SHADOW"]["SAMPLING"] == "random_half"
     assert cfg["SHADOW"]["TRAIN"]["AUGMENT"] == "flip_crop"
+    assert cfg["SHADOW"]["MODEL"]["INIT"] == "airbench"  # airbench94's init and bias rate
+    assert cfg["SHADOW"]["OPTIMIZER"]["NORM_BIAS_LR_SCALE"] == 64.0
+    # the whitening stem (directions and their negatives) stayed frozen through training
+    stem = load_checkpoint(str(out / "victim" / "checkpoint.pth"))["state_dict"]["stem.weight"]
+    assert stem.shape[0] == 24 and torch.equal(stem[12:], -stem[:12])
     m = json.loads((out / "metrics.json").read_text())
     assert set(m["methods"]) == set(cfg["ATTACKER"]["METHODS"])
     assert all(0 <= r["overall"]["auc"] <= 1 for r in m["methods"].values())
