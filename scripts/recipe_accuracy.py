@@ -7,8 +7,11 @@ fastnet with airbench94's recipe, 94 % on CIFAR-10).
 
     python -m scripts.recipe_accuracy --cfg configs/fastnet_cifar10.yaml --save runs/fastnet_full.pth DATASET.ROOT ./data MIXED_PRECISION True
 
-Prints one line (train and test accuracy, records, epochs, seconds, images per second);
---save writes the trained weights (a state_dict; VICTIM.CHECKPOINT reads it).
+Prints one line: train and test accuracy, the test accuracy with flip test-time
+augmentation (the logits of each image and its mirror averaged, as airbench94 and most
+CIFAR papers report it; the attacks query the victim without it), records, epochs,
+seconds, images per second. --save writes the trained weights (a state_dict;
+VICTIM.CHECKPOINT reads it); --score PATH scores such weights instead of training.
 """
 
 import argparse
@@ -21,16 +24,18 @@ import numpy as np
 import torch
 
 from configs.config import build_cfg
-from engine.classifier import accuracy, posteriors, train_classifiers
+from engine.classifier import (accuracy, build_classifier_pack, posteriors, query_logits,
+                               train_classifiers)
 from engine.data import load_records
 from utils.errors import UsageError
 from utils.logging import NullTsv
 from utils.runtime import ROLE_VICTIM, derive_seed, setup_device, setup_threads
 
 
-def train_and_score(cfg, records=0):
-    """{train_accuracy, test_accuracy, records, epochs, seconds, state_dict} of cfg.VICTIM
-    trained on `records` train records (0: all) and scored on the test split."""
+def train_and_score(cfg, records=0, weights=None):
+    """{train_accuracy, test_accuracy, test_accuracy_flip_tta, records, epochs, seconds,
+    state_dict} of cfg.VICTIM trained on `records` train records (0: all), or holding the
+    state_dict `weights` (seconds 0), scored on the test split."""
     device = setup_device(cfg.DEVICE, cfg.USE_GPU)
     setup_threads(cfg.NUM_THREADS)
     raw, all_x, all_y, _ = load_records(cfg, device)
@@ -42,18 +47,26 @@ def train_and_score(cfg, records=0):
     if records:
         train_idx = np.random.default_rng(cfg.RNG_SEED).permutation(num_train)[:records]
     test_idx = np.arange(num_train, len(all_y))
-    ctx = SimpleNamespace(cfg=cfg, device=device, log=logging.getLogger("mia"), tsv=NullTsv())
-    data = SimpleNamespace(all_x=all_x, all_y=all_y, input_shape=tuple(all_x.shape[1:]))
+    seeds = [derive_seed(cfg.RNG_SEED, ROLE_VICTIM)]
+    shape = tuple(all_x.shape[1:])
     start = time.perf_counter()
-    pack = train_classifiers(ctx, data, cfg.VICTIM, [derive_seed(cfg.RNG_SEED, ROLE_VICTIM)],
-                             train_idx[None], ["victim"])
-    seconds = time.perf_counter() - start
+    if weights is None:
+        ctx = SimpleNamespace(cfg=cfg, device=device, log=logging.getLogger("mia"),
+                              tsv=NullTsv())
+        data = SimpleNamespace(all_x=all_x, all_y=all_y, input_shape=shape)
+        pack = train_classifiers(ctx, data, cfg.VICTIM, seeds, train_idx[None], ["victim"])
+    else:
+        pack = build_classifier_pack(cfg.VICTIM, cfg, all_x, shape, seeds, device,
+                                     states=[weights])
+    seconds = time.perf_counter() - start if weights is None else 0.0
     labels = all_y.cpu().numpy()
     train_acc, test_acc = (accuracy(posteriors(pack, all_x, idx[None]), labels[idx][None])[0]
                            for idx in (train_idx, test_idx))
-    return {"train_accuracy": train_acc, "test_accuracy": test_acc, "records": len(train_idx),
-            "epochs": cfg.VICTIM.TRAIN.NUM_EPOCHS, "seconds": seconds,
-            "state_dict": pack.member_state_dicts()[0]}
+    tta = query_logits(pack, all_x, test_idx[None], 2).mean(2)  # the image and its mirror
+    return {"train_accuracy": train_acc, "test_accuracy": test_acc,
+            "test_accuracy_flip_tta": accuracy(tta, labels[test_idx][None])[0],
+            "records": len(train_idx), "epochs": cfg.VICTIM.TRAIN.NUM_EPOCHS,
+            "seconds": seconds, "state_dict": pack.member_state_dicts()[0]}
 
 
 def main(argv=None):
@@ -63,19 +76,23 @@ def main(argv=None):
     p.add_argument("--records", type=int, default=0,
                    help="train on this many records of the train split (0: all)")
     p.add_argument("--save", default="", help="write the trained weights here (torch.save)")
+    p.add_argument("--score", default="", help="score these weights (a --save file) instead "
+                   "of training")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides")
     args = p.parse_args(argv)
     try:
         cfg, _ = build_cfg(args.cfg, args.opts)
-        r = train_and_score(cfg, args.records)
+        weights = torch.load(args.score, weights_only=True) if args.score else None
+        r = train_and_score(cfg, args.records, weights)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     v = cfg.VICTIM
     print(f"{v.MODEL.ARCH} (init {v.MODEL.INIT}) on {r['records']} records x {r['epochs']} "
           f"epochs, {cfg.DATASET.NAME}: train accuracy {r['train_accuracy']:.4f}, test accuracy "
-          f"{r['test_accuracy']:.4f}; {r['seconds']:.0f} s "
-          f"({r['records'] * r['epochs'] / r['seconds']:.0f} img/s)")
+          f"{r['test_accuracy']:.4f} (with flip TTA {r['test_accuracy_flip_tta']:.4f})"
+          + (f"; {r['seconds']:.0f} s ({r['records'] * r['epochs'] / r['seconds']:.0f} img/s)"
+             if r["seconds"] else f"; weights {args.score}"))
     if args.save:
         torch.save(r["state_dict"], args.save)
     return 0
