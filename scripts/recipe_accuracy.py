@@ -5,7 +5,8 @@ augmentation, MIXED_PRECISION) trained by the toolkit's trainer on every train r
 test split. No attack: this checks a recipe against its published accuracy (issue 15:
 fastnet with airbench94's recipe, 94 % on CIFAR-10).
 
-    python -m scripts.recipe_accuracy --cfg configs/fastnet_cifar10.yaml --save runs/fastnet_full.pth DATASET.ROOT ./data MIXED_PRECISION True
+    python -m scripts.recipe_accuracy --cfg configs/fastnet_cifar10.yaml \
+        --save runs/fastnet_full.pth DATASET.ROOT ./data MIXED_PRECISION True
 
 Prints one line: train and test accuracy, the test accuracy with flip test-time
 augmentation (the logits of each image and its mirror averaged, as airbench94 and most
@@ -24,8 +25,13 @@ import numpy as np
 import torch
 
 from configs.config import build_cfg
-from engine.classifier import (accuracy, build_classifier_pack, posteriors, query_logits,
-                               train_classifiers)
+from engine.classifier import (
+    accuracy,
+    build_classifier_pack,
+    posteriors,
+    query_logits,
+    train_classifiers,
+)
 from engine.data import load_records
 from utils.errors import UsageError
 from utils.logging import NullTsv
