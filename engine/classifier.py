@@ -12,7 +12,7 @@ from engine.dp import PrivateTraining, dp_enabled
 from engine.optim import build_optimizer, classifier_param_groups, get_criterion
 from engine.pack import NORM_TYPES, ModelList, build_pack
 from engine.recipe import build_recipe
-from engine.trainer import BestEpoch, cuda_step_graph, fit, predict, seeded_models
+from engine.trainer import BestEpoch, cuda_step_graph, fit, pack_label, predict, seeded_models
 from victims import build_model
 from victims.cifar_nets import WHITEN_RECORDS, airbench_init
 from victims.release import release_with_logits
@@ -121,7 +121,7 @@ def train_classifiers(ctx, data, node, seeds, train_idx, names, stop=None, check
 
     pack = fit(pack, data.all_x, data.all_y, idx, epochs=node.TRAIN.NUM_EPOCHS,
                batch_size=node.TRAIN.BATCH_SIZE, recipe=recipe, seeds=seeds,
-               desc=f"train {names[0]}" + ("+" if len(names) > 1 else ""),
+               desc=f"train {pack_label(names)}",
                on_epoch=on_epoch, stop=stop, amp=ctx.cfg.MIXED_PRECISION,
                step_graph=cuda_step_graph(ctx.cfg.CUDA_GRAPHS, ctx.device),
                checkpoint=checkpoint)

@@ -20,6 +20,7 @@ from datasets import AttackData, ReferenceData
 from engine.checkpoint import TrainCheckpoint, remove_file
 from engine.classifier import label_only_signal, logits, query_logits, released, train_classifiers
 from engine.dp import dp_enabled
+from engine.trainer import pack_label
 from shadow_models import (
     draw_random_half,
     draw_shadow_records,
@@ -140,7 +141,7 @@ def _train_pack(ctx, data, ids, ref, stop=None):
     names = [shadow_name(i) for i in ids]
     inflight = TrainCheckpoint(_inflight_path(cfg, ids[0]), node.TRAIN.CHECKPOINT_MINUTES,
                                digest({"shadows": shadow_fingerprint(cfg), "ids": ids}),
-                               names[0] + ("+" if len(ids) > 1 else ""))
+                               pack_label(names))
     val_idx = None
     if node.TRAIN.EARLY_STOP_PATIENCE > 0:  # disjoint sampling (the config checks)
         val_idx = np.stack([draw_shadow_val(data.splits, labels, train_idx[j],

@@ -27,6 +27,11 @@ class Interrupted(Exception):
 INIT_LOCK = threading.Lock()
 
 
+def pack_label(names):
+    """How logs and progress bars name a pack: its first member, "+" when it has more."""
+    return names[0] + ("+" if len(names) > 1 else "")
+
+
 def seeded_models(build_fn, seeds):
     """One model per seed, each initialised under torch.manual_seed(seed) (CPU); safe to
     call from several threads at once."""
