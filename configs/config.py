@@ -316,11 +316,12 @@ def _check_dataset(cfg, info):
                "a list of positive integers (hidden layer widths), or []")
         keys = [f"{node}.MODEL.{k}" for k in ("LAYER_DIMS", "DEPTH", "WIDTH", "INIT")]
         options = [_get(cfg, key) for key in keys]
-        if node == "SHADOW" and arch == cfg.VICTIM.MODEL.ARCH:
+        as_victim = node == "SHADOW" and arch == cfg.VICTIM.MODEL.ARCH
+        if as_victim:
             options = [_get(cfg, _FOLLOW_VICTIM_ARCH[key][0])
                        if _get(cfg, key) == _FOLLOW_VICTIM_ARCH[key][1] else _get(cfg, key)
                        for key in keys]
-        init, as_victim = options.pop(), node == "SHADOW" and arch == cfg.VICTIM.MODEL.ARCH
+        init = options.pop()
         _check(init in _INITS + (("",) if node == "SHADOW" else ()), keys[-1], init,
                ", ".join(_INITS) + (" (or empty: as VICTIM)" if as_victim else ""))
         _check(init != "airbench" or arch == "fastnet", keys[-1], init,

@@ -21,6 +21,9 @@ import sys
 import numpy as np
 import yaml
 
+from engine.evaluate import SCORES_FILE
+from engine.run import METRICS_FILE
+from engine.setup import CONFIG_FILE
 from utils.metrics import auc_score, tpr_at_fpr
 
 FPRS = (0.0001, 0.001, 0.01)
@@ -42,7 +45,7 @@ ANCHORS = (
 
 def read_scores(run):
     """(membership (n,) bool, {method: scores (n,)}) from RUN_DIR/scores.csv."""
-    with open(os.path.join(run, "scores.csv"), newline="") as f:
+    with open(os.path.join(run, SCORES_FILE), newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
         raise ValueError(f"{run}/scores.csv has no records")
@@ -61,9 +64,9 @@ def fidelity_rows(membership, methods):
 
 def scale_lines(run, membership):
     """What the figures were measured on, from metrics.json and config.yaml."""
-    with open(os.path.join(run, "metrics.json")) as f:
+    with open(os.path.join(run, METRICS_FILE)) as f:
         metrics = json.load(f)
-    with open(os.path.join(run, "config.yaml")) as f:
+    with open(os.path.join(run, CONFIG_FILE)) as f:
         cfg = yaml.safe_load(f)
     v, shadows = metrics["victim"], metrics["shadows"]
     test_acc = [s["test_accuracy"] for s in shadows]
@@ -94,7 +97,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="a finished run folder (scores.csv, metrics.json)")
     args = parser.parse_args(argv)
-    for name in ("scores.csv", "metrics.json", "config.yaml"):
+    for name in (SCORES_FILE, METRICS_FILE, CONFIG_FILE):
         if not os.path.isfile(os.path.join(args.run, name)):
             print(f"error: {args.run}/{name} not found: is {args.run} a finished run folder?",
                   file=sys.stderr)

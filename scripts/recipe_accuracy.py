@@ -66,11 +66,12 @@ def train_and_score(cfg, records=0, weights=None):
                                      states=[weights])
     seconds = time.perf_counter() - start if weights is None else 0.0
     labels = all_y.cpu().numpy()
-    train_acc, test_acc = (accuracy(posteriors(pack, all_x, idx[None]), labels[idx][None])[0]
-                           for idx in (train_idx, test_idx))
-    tta = query_logits(pack, all_x, test_idx[None], 2).mean(2)  # the image and its mirror
+    train_acc = accuracy(posteriors(pack, all_x, train_idx[None]), labels[train_idx][None])[0]
+    views = query_logits(pack, all_x, test_idx[None], 2)  # (1, n, 2, C): image, mirror
+    test_acc, tta = (accuracy(z, labels[test_idx][None])[0]
+                     for z in (views[:, :, 0], views.mean(2)))
     return {"train_accuracy": train_acc, "test_accuracy": test_acc,
-            "test_accuracy_flip_tta": accuracy(tta, labels[test_idx][None])[0],
+            "test_accuracy_flip_tta": tta,
             "records": len(train_idx), "epochs": cfg.VICTIM.TRAIN.NUM_EPOCHS,
             "seconds": seconds, "state_dict": pack.member_state_dicts()[0]}
 

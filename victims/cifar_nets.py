@@ -199,9 +199,9 @@ def patch_whitening(x, kernel, eps=_WHITEN_EPS):
 def airbench_init(model, x=None):
     """airbench94's initialisation of a FastNet, in place (Jordan 2024: each brings 94 %
     in fewer epochs): every 3x3 convolution the identity (dirac) on its first c_in output
-    channels; the stem the patch whitening of x (the member's own training records, at
-    most WHITEN_RECORDS), its weight frozen (its bias trains). x None: the frozen stem
-    only (its weights come from a saved state)."""
+    channels; the stem the patch whitening of x (the member's own training records; the
+    caller picks at most WHITEN_RECORDS of them), its weight frozen (its bias trains).
+    x None: the frozen stem only (its weights come from a saved state)."""
     if not isinstance(model, FastNet):
         raise TypeError(f"airbench_init needs a FastNet, not {type(model).__name__}")
     model.stem.weight.requires_grad_(False)
@@ -211,6 +211,6 @@ def airbench_init(model, x=None):
         for group in model.groups:
             for conv in (group.conv1, group.conv2):
                 nn.init.dirac_(conv.weight[:conv.weight.shape[1]])
-        filters = patch_whitening(x[:WHITEN_RECORDS], model.stem.kernel_size[0])
+        filters = patch_whitening(x, model.stem.kernel_size[0])
         model.stem.weight.copy_(filters[:model.stem.out_channels])
     return model
