@@ -1,7 +1,9 @@
 """CPU training speed of the modern victims (issue 15): resnet18 and fastnet trained as one
 pack of K (engine/pack.py ChannelPack: grouped convolutions, batch norms over K*C channels,
-the model's own forward) against the same K models one after another, in one run, with
-the modern recipe (Nesterov SGD, onecycle with warm-up, label smoothing, flip_crop).
+the model's own forward) against the same K models one after another and against the
+same K models stacked with torch.func (stack_module_state, functional_call under vmap: the
+other way to train K models as one that issue 15 names), in one run, with the modern
+recipe (Nesterov SGD, onecycle with warm-up, label smoothing, flip_crop).
 
     python -m benchmarks.bench_modern [--archs resnet18 fastnet] [--pack 4] [--records 64]
                                       [--epochs 1] [--batch 64] [--repeats 1]
@@ -15,12 +17,15 @@ architecture; its seconds are printed apart and not counted in img/s.
 """
 
 import argparse
+import copy
 import inspect
 import math
 import os
 import time
 
 import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
 
 from configs.config import build_cfg
 from engine.pack import build_pack
@@ -34,6 +39,37 @@ _RECIPE = ["VICTIM.OPTIMIZER.NAME", "sgd", "VICTIM.OPTIMIZER.ALPHA", "0.1",
            "VICTIM.OPTIMIZER.GAMMA", "5e-4", "VICTIM.OPTIMIZER.SCHEDULER", "onecycle",
            "VICTIM.OPTIMIZER.WARMUP_EPOCHS", "0.25", "VICTIM.TRAIN.LABEL_SMOOTHING", "0.1",
            "VICTIM.TRAIN.AUGMENT", "flip_crop"]
+
+
+class VmapPack(nn.Module):
+    """K same-architecture models as one through torch.func: their parameters and buffers
+    stacked (stack_module_state), the model's forward run per member under vmap
+    (functional_call), so that batch norms update each member's own running statistics.
+    Same interface as the engine's packs: forward(inputs, idx) gives member j's outputs on
+    inputs[idx[j]] as (K, B, out). Measured here against ChannelPack; the engine does not
+    use it (docs/speed.md says why)."""
+
+    def __init__(self, models):
+        super().__init__()
+        self.k = len(models)
+        self._base = [copy.deepcopy(models[0]).to("meta")]  # a list: not a submodule
+        params, buffers = stack_module_state(models)
+        self._params = list(params)
+        self._buffers_named = list(buffers)
+        self.stacked = nn.ParameterList(nn.Parameter(params[n].detach().clone())
+                                        for n in self._params)
+        for i, n in enumerate(self._buffers_named):
+            self.register_buffer(f"buffer{i}", buffers[n].clone())
+
+    def forward(self, inputs, idx):
+        base = self._base[0].train(self.training)
+        params = dict(zip(self._params, self.stacked))
+        buffers = {n: getattr(self, f"buffer{i}") for i, n in enumerate(self._buffers_named)}
+
+        def member(p, b, x):
+            return functional_call(base, (p, b), (x,))
+
+        return vmap(member, randomness="different")(params, buffers, inputs[idx])
 
 
 def _node(epochs, batch):
@@ -75,7 +111,8 @@ def warm_up():
 
 
 def measure(arch, args, x, y):
-    """(probe seconds, one-by-one img/s, pack img/s, pack form) for one architecture."""
+    """(probe seconds, {"one", "pack", "vmap": img/s}, pack form, widths) for one
+    architecture."""
     published = inspect.signature(MODELS[arch]).parameters["layer_dims"].default
     widths = [max(1, w // args.narrow) for w in published]
     build = lambda: build_model(arch, 10, tuple(x.shape[1:]), layer_dims=widths)  # noqa: E731
@@ -87,7 +124,7 @@ def measure(arch, args, x, y):
     build_pack(seeded_models(build, seeds[:1]), x, name=arch)  # the probe, once
     probe = time.perf_counter() - start
     images = args.pack * args.records * args.epochs
-    best = {"one": 0.0, "pack": 0.0}
+    best = {"one": 0.0, "pack": 0.0, "vmap": 0.0}
     form = ""
     for _ in range(args.repeats):
         ones = [build_pack(seeded_models(build, [s]), x, name=arch) for s in seeds]
@@ -95,7 +132,9 @@ def measure(arch, args, x, y):
         pack = build_pack(seeded_models(build, seeds), x, name=arch)
         form = type(pack).__name__
         best["pack"] = max(best["pack"], images / _train([pack], x, y, idx, node, seeds))
-    return probe, best["one"], best["pack"], form, widths
+        stacked = VmapPack(seeded_models(build, seeds))
+        best["vmap"] = max(best["vmap"], images / _train([stacked], x, y, idx, node, seeds))
+    return probe, best, form, widths
 
 
 def fleet(arch, args, x, y):
@@ -157,10 +196,12 @@ def main(argv=None):
         return
     warm_up()
     for arch in args.archs:
-        probe, one, packed, form, widths = measure(arch, args, x, y)
+        probe, rate, form, widths = measure(arch, args, x, y)
+        one = rate["one"]
         print(f"{arch} {'-'.join(map(str, widths))}: probe {probe:.1f} s; "
               f"{args.pack} one by one {one:,.1f} img/s; one {form} of {args.pack} "
-              f"{packed:,.1f} img/s ({packed / one:.2f}x)")
+              f"{rate['pack']:,.1f} img/s ({rate['pack'] / one:.2f}x); torch.func vmap "
+              f"{rate['vmap']:,.1f} img/s ({rate['vmap'] / one:.2f}x)")
 
 
 if __name__ == "__main__":
