@@ -56,8 +56,10 @@ class VmapPack(nn.Module):
         params, buffers = stack_module_state(models)
         self._params = list(params)
         self._buffers_named = list(buffers)
-        self.stacked = nn.ParameterList(nn.Parameter(params[n].detach().clone())
-                                        for n in self._params)
+        frozen = {n for n, p in models[0].named_parameters() if not p.requires_grad}
+        self.stacked = nn.ParameterList(
+            nn.Parameter(params[n].detach().clone(), requires_grad=n not in frozen)
+            for n in self._params)
         for i, n in enumerate(self._buffers_named):
             self.register_buffer(f"buffer{i}", buffers[n].clone())
 

@@ -88,7 +88,14 @@ def test_run_peak_fails_with_its_run(tmp_path):
 
 _MODERN = re.compile(r"(resnet18|fastnet) ([\d-]+): probe ([\d.]+) s; (\d+) one by one "
                      r"([\d,.]+) img/s; one (ChannelPack|ModelPack|ModelList) of (\d+) "
-                     r"([\d,.]+) img/s \(([\d.]+)x\)")
+                     r"([\d,.]+) img/s \(([\d.]+)x\); torch.func vmap ([\d,.]+) img/s "
+                     r"\(([\d.]+)x\)")
+
+
+def _ratio_of_printed(ratio, rate, one):
+    """ratio printed to 0.01 is rate / one, each printed to 0.1 img/s."""
+    low, high = (rate - 0.05) / (one + 0.05), (rate + 0.05) / (one - 0.05)
+    return low - 0.005 - 1e-9 <= ratio <= high + 0.005 + 1e-9
 
 
 def test_modern_benchmark_smoke_run(capsys):
@@ -100,11 +107,45 @@ def test_modern_benchmark_smoke_run(capsys):
     assert len(rows) == 2 and all(rows)
     assert [(m[1], m[2]) for m in rows] == [("resnet18", "4-8-16-32"), ("fastnet", "4-16-16")]
     for m in rows:
-        one, packed, ratio = _number(m[5]), _number(m[8]), _number(m[9])
+        one = _number(m[5])
         assert m[6] == "ChannelPack" and m[4] == m[7] == "2"  # both really packed
-        # the ratio of the two rates (each printed to 0.1 img/s, the ratio to 0.01)
-        low, high = (packed - 0.05) / (one + 0.05), (packed + 0.05) / (one - 0.05)
-        assert low - 0.005 - 1e-9 <= ratio <= high + 0.005 + 1e-9
+        assert _ratio_of_printed(_number(m[9]), _number(m[8]), one)
+        assert _ratio_of_printed(_number(m[11]), _number(m[10]), one)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "fastnet"])
+def test_vmap_pack_trains_each_member_as_alone(arch):
+    # the torch.func form the benchmark times is a real equivalent of K separate models:
+    # float64, outputs, batch-norm running statistics and one SGD step each
+    from engine.trainer import seeded_models
+    from victims import build_model
+
+    widths = (2, 4, 4, 8) if arch == "resnet18" else (4, 8, 8)
+    build = lambda: build_model(arch, 10, (3, 16, 16), layer_dims=widths).double()  # noqa: E731
+    members = seeded_models(build, [0, 1, 2])
+    pack = bench_modern.VmapPack(members)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(30, 3, 16, 16, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 10, (30,), generator=gen)
+    idx = torch.stack([torch.randperm(30, generator=gen)[:6] for _ in members])
+    opt = torch.optim.SGD(pack.parameters(), lr=0.1)
+    out = pack(x, idx)
+    torch.nn.functional.cross_entropy(out.flatten(0, 1), y[idx].flatten(),
+                                      reduction="sum").backward()
+    opt.step()
+    for j, m in enumerate(members):
+        m.train()
+        alone = m(x[idx[j]])
+        assert torch.allclose(out[j], alone, atol=1e-12)
+        torch.nn.functional.cross_entropy(alone, y[idx[j]], reduction="sum").backward()
+        torch.optim.SGD(m.parameters(), lr=0.1).step()
+        state = m.state_dict()
+        stacked = dict(zip(pack._params, pack.stacked))
+        for i, name in enumerate(pack._buffers_named):
+            assert torch.allclose(getattr(pack, f"buffer{i}")[j].double(),
+                                  state[name].double(), atol=1e-12), name
+        for name, p in stacked.items():
+            assert torch.allclose(p[j], state[name], atol=1e-12), name
 
 
 def test_modern_fleet_benchmark_smoke_run(capsys):
