@@ -74,3 +74,36 @@ def test_lira_and_rmia_presets_run_tiny(preset, data_root, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert set(m["methods"]) == set(cfg["ATTACKER"]["METHODS"])
     assert all(0 <= r["overall"]["auc"] <= 1 for r in m["methods"].values())
+
+
+def test_fidelity_preset_runs_tiny_and_feeds_the_fidelity_table(data_root, tmp_path, capsys):
+    """configs/fidelity_cpu.yaml (the README's fidelity run) at a scale of seconds, and
+    scripts/fidelity_table.py on its folder: one row per anchored method the preset runs,
+    each AUC the one in the run's own metrics.json."""
+    from scripts import fidelity_table
+
+    out = tmp_path / "run"
+    opts = tiny_opts(data_root, out, **{
+        "VICTIM.MODEL.LAYER_DIMS": "[8, 16, 16]", "VICTIM.TRAIN.SET_SIZE": "300",
+        "VICTIM.TRAIN.NUM_EPOCHS": "1", "VICTIM.TRAIN.BATCH_SIZE": "100",
+        "VICTIM.OPTIMIZER.WARMUP_EPOCHS": "0.3", "SHADOW.NUM_MODELS": "4",
+        "SHADOW.TRAIN.SET_SIZE": "400", "SHADOW.TRAIN.MODELS_PER_PACK": "1",
+        "ATTACKER.TEST.BOOTSTRAP": "0", "ATTACKER.RMIA.NUM_POPULATION": "200",
+        "MIXED_PRECISION": "False", "NUM_THREADS": "1", "NUM_WORKERS": "2"})
+    preset = os.path.join(REPO, "configs", "fidelity_cpu.yaml")
+    assert run_attack.main(["--cfg", preset, *opts]) == 0
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["SHADOW"]["SAMPLING"] == "random_half" and cfg["ATTACKER"]["QUERY_AUGMENTATIONS"] == 2
+    assert cfg["VICTIM"]["MODEL"]["INIT"] == "default"  # the recipe its models were trained with
+    capsys.readouterr()
+    assert fidelity_table.main([str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = {line.split("`")[1]: [c.strip() for c in line.split("|")[1:-1]]
+            for line in printed.splitlines() if line.startswith("| ") and "`" in line}
+    anchored = {m for m, _, _ in fidelity_table.ANCHORS}
+    assert set(rows) == anchored & set(cfg["ATTACKER"]["METHODS"]) == anchored
+    methods = json.loads((out / "metrics.json").read_text())["methods"]
+    for m, cells in rows.items():
+        assert float(cells[1]) == pytest.approx(methods[m]["overall"]["auc"], abs=5e-4)
+    assert "4 in random_half sampling on 400 records each" in printed
+    assert "2 view(s) per record" in printed
