@@ -63,6 +63,9 @@ def authors_online(phi, ref_phi, member):
     phi = phi[:, None] if phi.ndim == 1 else phi
     ref_phi = ref_phi[..., None] if ref_phi.ndim == 2 else ref_phi
     groups = [[ref_phi[member[:, j] == side, j] for j in range(len(phi))] for side in (1, 0)]
+    if min(len(g) for gs in groups for g in gs) == 0:
+        raise ValueError("the authors' online score needs every target both in and out of "
+                         "some reference model")
     (d_in, d_out) = [np.array([g[:min(map(len, gs))] for g in gs]) for gs in groups]
     (m_in, s_in), (m_out, s_out) = [(np.median(d, 1), d.std(1) + 1e-30) for d in (d_in, d_out)]
     return (-0.5 * ((phi - m_in) / s_in) ** 2 - np.log(s_in)
@@ -99,7 +102,10 @@ def compare(cfg, data, victim, reference, num_models):
         t = ev_n.num_targets
         views = v.views()
         phi = np.stack([scaled_logit(views[:, a], v.labels) for a in range(views.shape[1])], 1)
-        scores = authors_online(phi, sub.arrays["phi"][:, :t], sub.arrays["member"][:, :t])
+        member = sub.arrays["member"][:, :t].astype(bool)
+        if not (member.any(0) & ~member.all(0)).all():  # e.g. with one reference model
+            continue  # some target has no "in" or no "out" score: the score is undefined
+        scores = authors_online(phi, sub.arrays["phi"][:, :t], member)
         m = membership_metrics(membership, scores, 0.0)
         rows.append({"shadows": n, "method": "lira_online", "estimator": "authors",
                      "auc": m["auc"], "tpr_1": m["tpr_at_fpr"]["0.01"],

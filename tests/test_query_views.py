@@ -241,7 +241,11 @@ def test_a_run_with_two_views_stores_them_and_refuses_to_mix(data_root, tmp_path
     for name, est in (("lira_online", "mean"), ("rmia_online", "-"), ("rmia", "-")):
         assert got[(2, name, est)] == pytest.approx(m["methods"][name]["overall"]["auc"],
                                                     abs=1e-12)
-    assert len(rows) == 2 * (4 * 2 + 2 + 1)  # + the authors' online score
+    # + the authors' online score where every target is both in and out of some model
+    # (never with one model: each target is either in it or out of it)
+    authors = [r["shadows"] for r in rows if r["estimator"] == "authors"]
+    assert len(rows) == 2 * (4 * 2 + 2) + len(authors) and 1 not in authors
+    assert all(np.isfinite(r["auc"]) for r in rows)
     again = [x if x != "2" or opts[i - 1] != "ATTACKER.QUERY_AUGMENTATIONS" else "1"
              for i, x in enumerate(opts)]
     assert run_attack.main(again) == 2  # made with other shadow settings: refused
@@ -299,3 +303,6 @@ def test_the_authors_online_score_cuts_every_target_to_the_smallest_counts():
                     - norm.logpdf(phi[j], np.median(v_out), v_out.std()))
     np.testing.assert_allclose(authors_online(phi, ref_phi, member), want, rtol=1e-9)
     assert (member.sum(0) > k_in).any()  # some target loses models to the cut
+    member[:, 3] = True  # a target in every reference model: no "out" score
+    with pytest.raises(ValueError, match="both in and out"):
+        authors_online(phi, ref_phi, member)
