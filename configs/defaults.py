@@ -84,8 +84,8 @@ _C.VICTIM.MODEL.LAYER_DIMS = []
 _C.VICTIM.MODEL.DEPTH = -1
 _C.VICTIM.MODEL.WIDTH = -1
 # Initialisation; allowed: default (the architecture's own), airbench (fastnet only,
-# airbench94's: dirac 3x3 convolutions, the stem whitening the 2x2 patches of 5000 of the
-# model's training records, spread evenly over them, its weight frozen).
+# airbench94's: dirac 3x3 convolutions, the stem whitening the 2x2 patches of the model's
+# first 5000 training records, its weight frozen).
 _C.VICTIM.MODEL.INIT = "default"
 _C.VICTIM.OPTIMIZER = CN()
 # Optimizer registry key; allowed: adam, adamw, sgd.

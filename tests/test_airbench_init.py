@@ -9,8 +9,7 @@ import torch.nn.functional as F
 
 import engine.pack
 from configs.config import build_cfg
-from engine import classifier
-from engine.classifier import build_classifier_pack, whitening_records
+from engine.classifier import build_classifier_pack
 from engine.optim import CRITERIA, build_optimizer, classifier_param_groups
 from engine.pack import NORM_TYPES, ChannelPack, build_pack
 from engine.trainer import fit, seeded_models
@@ -195,30 +194,3 @@ def test_classifier_pack_initialises_each_member_from_its_own_records(init):
             torch.testing.assert_close(state[key], value)
     stems = [p for n, p in pack.named_parameters() if n.endswith((".stem.weight", ".stem.bias"))]
     assert [p.requires_grad for p in stems] == [init == "default", True]  # weight, bias
-
-
-def test_whitening_records_spread_over_a_class_sorted_training_set(monkeypatch):
-    # 10 classes stored one after another: the first WHITEN_RECORDS would be 2 classes
-    labels = np.repeat(np.arange(10), 2500)
-    idx = np.arange(0, 2 * len(labels), 2)  # a model's training records, sorted
-    pick = whitening_records(idx)
-    assert len(pick) == classifier.WHITEN_RECORDS == 5000 and len(set(pick)) == 5000
-    assert set(pick) <= set(idx)
-    counts = np.bincount(labels[pick // 2], minlength=10)
-    assert counts.min() == counts.max() == 500  # every class in proportion
-    np.testing.assert_array_equal(whitening_records(idx[:3000]), idx[:3000])  # all of few
-    # and the pack whitens each member from exactly that pick
-    monkeypatch.setattr(classifier, "WHITEN_RECORDS", 8)
-    cfg = _cfg_opt(1.0, **{"VICTIM.MODEL.INIT": "airbench",
-                           "VICTIM.MODEL.LAYER_DIMS": str(list(_DIMS))})
-    torch.manual_seed(4)
-    x = torch.randn(50, *_SHAPE)
-    train_idx = np.arange(5, 45)[None]
-    pack = build_classifier_pack(cfg.VICTIM, cfg, x, _SHAPE, [7], torch.device("cpu"),
-                                 train_idx=train_idx)
-    spread = train_idx[0][np.arange(8) * 40 // 8]  # every 5th record
-    assert whitening_records(train_idx[0]).tolist() == spread.tolist()
-    want = seeded_models(lambda: build_model("fastnet", 10, _SHAPE, layer_dims=_DIMS), [7])[0]
-    airbench_init(want, x[spread])
-    torch.testing.assert_close(pack.member_state_dicts()[0]["stem.weight"],
-                               want.state_dict()["stem.weight"])

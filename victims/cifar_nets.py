@@ -8,8 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 # airbench94's initialisation (MODEL.INIT airbench): the stem whitens the 2x2 patches of
-# this many of a model's training records (airbench94: its first 5000; here 5000 spread
-# evenly over them: engine.classifier.whitening_records), each patch direction scaled by
+# this many training records (its first 5000), each patch direction scaled by
 # 1 / sqrt(eigenvalue + _WHITEN_EPS).
 WHITEN_RECORDS = 5000
 _WHITEN_EPS = 5e-4
