@@ -28,16 +28,6 @@ def model_options(node):
     return dict(layer_dims=node.MODEL.LAYER_DIMS, depth=node.MODEL.DEPTH, width=node.MODEL.WIDTH)
 
 
-def whitening_records(idx):
-    """The records MODEL.INIT airbench whitens from: all of a model's training records idx,
-    or WHITEN_RECORDS of them spread evenly over idx (its first ones would be a few
-    classes' in a data set stored sorted by class)."""
-    idx = np.asarray(idx)
-    if len(idx) <= WHITEN_RECORDS:
-        return idx
-    return idx[np.arange(WHITEN_RECORDS) * len(idx) // WHITEN_RECORDS]
-
-
 def build_classifier_pack(node, cfg, inputs, input_shape, seeds, device, states=None,
                           train_idx=None):
     """A pack (engine.pack.build_pack) of len(seeds) fresh `node.MODEL.ARCH` classifiers
@@ -50,7 +40,7 @@ def build_classifier_pack(node, cfg, inputs, input_shape, seeds, device, states=
     if node.MODEL.INIT == "airbench":
         for j, model in enumerate(models):
             own = None if states or train_idx is None else inputs[
-                torch.as_tensor(whitening_records(train_idx[j]), device=inputs.device)]
+                torch.as_tensor(train_idx[j][:WHITEN_RECORDS], device=inputs.device)]
             airbench_init(model, own)
     for model, state in zip(models, states or []):
         model.load_state_dict(state)
