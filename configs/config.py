@@ -496,11 +496,14 @@ def assert_cfg(cfg):
         for node in ("VICTIM", "SHADOW"):
             for key, plain in (("OPTIMIZER.SCHEDULER", "none"), ("OPTIMIZER.WARMUP_EPOCHS", 0),
                                ("TRAIN.AUGMENT", "none"), ("TRAIN.LABEL_SMOOTHING", 0),
-                               ("TRAIN.MIXUP_ALPHA", 0), ("TRAIN.EARLY_STOP_PATIENCE", 0)):
+                               ("TRAIN.MIXUP_ALPHA", 0), ("TRAIN.EARLY_STOP_PATIENCE", 0),
+                               ("MODEL.INIT", "default"),
+                               ("OPTIMIZER.NORM_BIAS_LR_SCALE", 1.0)):
                 value = _effective(cfg, f"{node}.{key}")
                 _check(value == plain, f"{node}.{key}", value, f"{plain} with VICTIM.DP "
                        "(DP-SGD trains without schedules, augmentation, label smoothing, "
-                       "MixUp or early stopping)")
+                       "MixUp, early stopping, airbench's initialisation or a batch-norm "
+                       "bias rate)")
     _check(cfg.VICTIM.OUTPUT in OUTPUTS, "VICTIM.OUTPUT", cfg.VICTIM.OUTPUT, ", ".join(OUTPUTS))
     _check(1 <= cfg.VICTIM.OUTPUT_TOPK <= info.num_classes, "VICTIM.OUTPUT_TOPK",
            cfg.VICTIM.OUTPUT_TOPK, f"1 .. {info.num_classes} (the classes of {cfg.DATASET.NAME})")
