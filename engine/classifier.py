@@ -28,6 +28,24 @@ def model_options(node):
     return dict(layer_dims=node.MODEL.LAYER_DIMS, depth=node.MODEL.DEPTH, width=node.MODEL.WIDTH)
 
 
+def whitening_gaps(labels, train_idx):
+    """Per member (row of train_idx), the classes among its training records that its
+    first WHITEN_RECORDS, those MODEL.INIT airbench whitens from, do not hold."""
+    return [sorted(set(labels[row].tolist()) - set(labels[row[:WHITEN_RECORDS]].tolist()))
+            for row in np.asarray(train_idx)]
+
+
+def _warn_narrow_whitening(ctx, all_y, train_idx, names):
+    """One warning per model whose whitening records miss classes of its training set: a
+    data set stored sorted by class would whiten from its first classes only."""
+    for name, gap in zip(names, whitening_gaps(all_y.cpu().numpy(), train_idx)):
+        if gap:
+            ctx.log.warning("%s: MODEL.INIT airbench whitens from its first %d training "
+                            "records, which hold none of its classes %s (records stored "
+                            "sorted by class?); shuffle the data set's records or use "
+                            "MODEL.INIT default", name, WHITEN_RECORDS, gap)
+
+
 def build_classifier_pack(node, cfg, inputs, input_shape, seeds, device, states=None,
                           train_idx=None):
     """A pack (engine.pack.build_pack) of len(seeds) fresh `node.MODEL.ARCH` classifiers
@@ -98,6 +116,8 @@ def train_classifiers(ctx, data, node, seeds, train_idx, names, stop=None, check
     val_loss, epochs}."""
     if dp_enabled(ctx.cfg):
         return train_private(ctx, data, node, seeds, train_idx, names, stop)
+    if node.MODEL.INIT == "airbench":
+        _warn_narrow_whitening(ctx, data.all_y, train_idx, names)
     pack = build_classifier_pack(node, ctx.cfg, data.all_x, data.input_shape, seeds,
                                  ctx.device, train_idx=train_idx)
     steps_per_epoch = math.ceil(train_idx.shape[1] / node.TRAIN.BATCH_SIZE)

@@ -2,6 +2,9 @@
 whitening stem) and its batch-norm bias learning rate (OPTIMIZER.NORM_BIAS_LR_SCALE):
 each against an independent computation, in a pack as one by one (float64)."""
 
+import logging
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +18,7 @@ from engine.pack import NORM_TYPES, ChannelPack, build_pack
 from engine.trainer import fit, seeded_models
 from utils.errors import UsageError
 from utils.fingerprint import fingerprint, flatten
+from utils.logging import NullTsv
 from victims import build_model
 from victims.cifar_nets import airbench_init, patch_whitening
 
@@ -194,3 +198,29 @@ def test_classifier_pack_initialises_each_member_from_its_own_records(init):
             torch.testing.assert_close(state[key], value)
     stems = [p for n, p in pack.named_parameters() if n.endswith((".stem.weight", ".stem.bias"))]
     assert [p.requires_grad for p in stems] == [init == "default", True]  # weight, bias
+
+
+def test_a_class_sorted_training_set_is_warned_about(monkeypatch, caplog):
+    # airbench94 whitens from a model's first training records; stored sorted by class,
+    # those are a few classes' only: the run says so, per model, naming the classes left out
+    from engine import classifier
+
+    labels = np.repeat(np.arange(4), 10)  # 40 records, class by class
+    interleaved = np.arange(40).reshape(4, 10).T.ravel()  # classes 0, 1, 2, 3, 0, ...
+    monkeypatch.setattr(classifier, "WHITEN_RECORDS", 10)
+    assert classifier.whitening_gaps(labels, [np.arange(40), interleaved]) == [[1, 2, 3], []]
+    assert classifier.whitening_gaps(labels, [np.arange(8)]) == [[]]  # all of few records
+    cfg = _cfg_opt(1.0, **{"VICTIM.MODEL.INIT": "airbench",
+                           "VICTIM.MODEL.LAYER_DIMS": str(list(_DIMS)),
+                           "VICTIM.TRAIN.NUM_EPOCHS": "1", "VICTIM.TRAIN.BATCH_SIZE": "20"})
+    ctx = SimpleNamespace(cfg=cfg, device=torch.device("cpu"), tsv=NullTsv(),
+                          log=logging.getLogger("test_airbench_init"))
+    data = SimpleNamespace(all_x=torch.randn(40, *_SHAPE), all_y=torch.as_tensor(labels),
+                           input_shape=_SHAPE)
+    with caplog.at_level(logging.WARNING, logger="test_airbench_init"):
+        classifier.train_classifiers(ctx, data, cfg.VICTIM, [1, 2],
+                                     np.stack([np.arange(40), interleaved]), ["sorted", "mixed"])
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and warned[0].startswith("sorted: MODEL.INIT airbench whitens "
+                                                     "from its first 10 training records")
+    assert "[1, 2, 3]" in warned[0]
