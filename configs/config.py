@@ -500,7 +500,10 @@ def assert_cfg(cfg):
                                ("MODEL.INIT", "default"),
                                ("OPTIMIZER.NORM_BIAS_LR_SCALE", 1.0)):
                 value = _effective(cfg, f"{node}.{key}")
-                _check(value == plain, f"{node}.{key}", value, f"{plain} with VICTIM.DP "
+                # SHADOW.MODEL.INIT "": the victim's (checked) or, for another
+                # architecture, its default
+                _check(value == plain or (key == "MODEL.INIT" and value == ""),
+                       f"{node}.{key}", value, f"{plain} with VICTIM.DP "
                        "(DP-SGD trains without schedules, augmentation, label smoothing, "
                        "MixUp, early stopping, airbench's initialisation or a batch-norm "
                        "bias rate)")

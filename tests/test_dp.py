@@ -113,8 +113,9 @@ def test_poisson_batches_take_each_record_independently_at_the_sample_rate():
                                         ("SHADOW.TRAIN.LABEL_SMOOTHING", "0.1"),
                                         ("VICTIM.TRAIN.MIXUP_ALPHA", "0.2"),
                                         ("VICTIM.MODEL.INIT", "airbench"),
+                                        ("SHADOW.MODEL.INIT", "airbench"),
                                         ("VICTIM.OPTIMIZER.NORM_BIAS_LR_SCALE", "64.0")])
 def test_dp_sgd_refuses_recipe_parts_it_would_ignore(key, value):
-    arch = ["VICTIM.MODEL.ARCH", "fastnet"] if key.endswith("INIT") else []
+    arch = [key.replace("INIT", "ARCH"), "fastnet"] if key.endswith("INIT") else []
     with pytest.raises(UsageError, match=f"{key}: bad value .*with VICTIM.DP"):
         build_cfg("", ["VICTIM.DP.NOISE_MULTIPLIER", "1.0", *arch, key, value])
