@@ -1,4 +1,4 @@
-"""The README's results table: the attack against victims trained on 2500 ... 15000
+"""docs/results.md's first table: the attack against victims trained on 2500 ... 15000
 records (Shokri et al. 2017, CIFAR-10), one run each, reusing finished runs.
 
     python -m scripts.victim_size_sweep --root ../shared/data --out runs/sweep [KEY VALUE ...]
