@@ -28,10 +28,16 @@ def model_options(node):
     return dict(layer_dims=node.MODEL.LAYER_DIMS, depth=node.MODEL.DEPTH, width=node.MODEL.WIDTH)
 
 
+def whitening_records(idx):
+    """The records MODEL.INIT airbench whitens a model's stem from: the first
+    WHITEN_RECORDS of its training records idx (airbench94's rule)."""
+    return idx[:WHITEN_RECORDS]
+
+
 def whitening_gaps(labels, train_idx):
     """Per member (row of train_idx), the classes among its training records that its
-    first WHITEN_RECORDS, those MODEL.INIT airbench whitens from, do not hold."""
-    return [sorted(set(labels[row].tolist()) - set(labels[row[:WHITEN_RECORDS]].tolist()))
+    whitening records do not hold."""
+    return [sorted(set(labels[row].tolist()) - set(labels[whitening_records(row)].tolist()))
             for row in np.asarray(train_idx)]
 
 
@@ -58,7 +64,7 @@ def build_classifier_pack(node, cfg, inputs, input_shape, seeds, device, states=
     if node.MODEL.INIT == "airbench":
         for j, model in enumerate(models):
             own = None if states or train_idx is None else inputs[
-                torch.as_tensor(train_idx[j][:WHITEN_RECORDS], device=inputs.device)]
+                torch.as_tensor(whitening_records(train_idx[j]), device=inputs.device)]
             airbench_init(model, own)
     for model, state in zip(models, states or []):
         model.load_state_dict(state)
