@@ -50,20 +50,25 @@ def test_modern_victim_with_its_recipe_runs_end_to_end(arch, data_root, tmp_path
     assert sum(r[0] == "train" and r[1].startswith("shadow_") for r in tsv) == 4
 
 
+def _run_preset_tiny(preset, data_root, out, **extra):
+    """Run configs/<preset>.yaml at a scale of seconds (narrow widths, 300 records, 4
+    shadows, 1 epoch); its merged config."""
+    opts = tiny_opts(data_root, out, **{
+        "VICTIM.MODEL.LAYER_DIMS": "[8, 16, 16]", "VICTIM.TRAIN.SET_SIZE": "300",
+        "VICTIM.TRAIN.NUM_EPOCHS": "1", "VICTIM.TRAIN.BATCH_SIZE": "100",
+        "VICTIM.OPTIMIZER.WARMUP_EPOCHS": "0.3", "SHADOW.NUM_MODELS": "4",
+        "ATTACKER.TEST.BOOTSTRAP": "0", "ATTACKER.RMIA.NUM_POPULATION": "200",
+        "NUM_THREADS": "1", "NUM_WORKERS": "1", **extra})
+    assert run_attack.main(["--cfg", os.path.join(REPO, "configs", f"{preset}.yaml"), *opts]) == 0
+    return yaml.safe_load((out / "config.yaml").read_text())
+
+
 @pytest.mark.parametrize("preset", ["lira_cifar10", "rmia_cifar10"])
 def test_lira_and_rmia_presets_run_tiny(preset, data_root, tmp_path):
     """The papers' settings (fast network, its recipe, random_half, 2 query views) at a
     scale of seconds: narrow widths, 300 records, 4 shadows, 1 epoch."""
     out = tmp_path / "run"
-    opts = tiny_opts(data_root, out, **{
-        "VICTIM.MODEL.LAYER_DIMS": "[8, 16, 16]", "VICTIM.TRAIN.SET_SIZE": "300",
-        "VICTIM.TRAIN.NUM_EPOCHS": "1", "VICTIM.TRAIN.BATCH_SIZE": "100",
-        "VICTIM.OPTIMIZER.WARMUP_EPOCHS": "0.3", "SHADOW.NUM_MODELS": "4",
-        "SHADOW.TRAIN.MODELS_PER_PACK": "4", "ATTACKER.TEST.BOOTSTRAP": "0",
-        "ATTACKER.RMIA.NUM_POPULATION": "200",
-        "NUM_THREADS": "1", "NUM_WORKERS": "1"})
-    assert run_attack.main(["--cfg", os.path.join(REPO, "configs", f"{preset}.yaml"), *opts]) == 0
-    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    cfg = _run_preset_tiny(preset, data_root, out, **{"SHADOW.TRAIN.MODELS_PER_PACK": "4"})
     assert cfg["ATTACKER"]["QUERY_AUGMENTATIONS"] == 2 and cfg["SHADOW"]["SAMPLING"] == "random_half"
     assert cfg["SHADOW"]["TRAIN"]["AUGMENT"] == "flip_crop"
     assert cfg["SHADOW"]["MODEL"]["INIT"] == "airbench"  # airbench94's init and bias rate
@@ -83,16 +88,9 @@ def test_fidelity_preset_runs_tiny_and_feeds_the_fidelity_table(data_root, tmp_p
     from scripts import fidelity_table
 
     out = tmp_path / "run"
-    opts = tiny_opts(data_root, out, **{
-        "VICTIM.MODEL.LAYER_DIMS": "[8, 16, 16]", "VICTIM.TRAIN.SET_SIZE": "300",
-        "VICTIM.TRAIN.NUM_EPOCHS": "1", "VICTIM.TRAIN.BATCH_SIZE": "100",
-        "VICTIM.OPTIMIZER.WARMUP_EPOCHS": "0.3", "SHADOW.NUM_MODELS": "4",
+    cfg = _run_preset_tiny("fidelity_cpu", data_root, out, **{
         "SHADOW.TRAIN.SET_SIZE": "400", "SHADOW.TRAIN.MODELS_PER_PACK": "1",
-        "ATTACKER.TEST.BOOTSTRAP": "0", "ATTACKER.RMIA.NUM_POPULATION": "200",
-        "MIXED_PRECISION": "False", "NUM_THREADS": "1", "NUM_WORKERS": "2"})
-    preset = os.path.join(REPO, "configs", "fidelity_cpu.yaml")
-    assert run_attack.main(["--cfg", preset, *opts]) == 0
-    cfg = yaml.safe_load((out / "config.yaml").read_text())
+        "MIXED_PRECISION": "False", "NUM_WORKERS": "2"})
     assert cfg["SHADOW"]["SAMPLING"] == "random_half" and cfg["ATTACKER"]["QUERY_AUGMENTATIONS"] == 2
     assert cfg["VICTIM"]["MODEL"]["INIT"] == "default"  # the recipe its models were trained with
     capsys.readouterr()
